@@ -1,0 +1,82 @@
+"""Networks: the two generators, the PatchGAN discriminator, and a builder that records
+what it built, so a checkpoint can always be loaded back into the right architecture."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from torch import nn
+
+from .patchgan import PatchDiscriminator, receptive_field
+from .resnet_unet import IMAGENET, WeightsUnavailableError, resnet18_unet
+from .unet import Unet, UnetBlock
+
+ARCHITECTURES = ("baseline", "resnet18")
+MAX_UNET_DOWNSAMPLINGS = 8
+
+
+def unet_depth(size: int) -> int:
+    """Downsamplings for the baseline U-Net at `size`: 8 at 256 px (1x1 bottleneck), fewer below."""
+    check_size(size)
+    return min(MAX_UNET_DOWNSAMPLINGS, int(math.log2(size)))
+
+
+def check_size(size: int) -> None:
+    """Both generators halve the image 5 to 8 times: sides must be a power of two, 32..1024."""
+    if isinstance(size, bool) or not isinstance(size, int) or not 32 <= size <= 1024 or size & (size - 1):
+        raise ValueError(f"size must be a power of two between 32 and 1024 (e.g. 64, 128, 256), got {size!r}")
+
+
+def generator_spec(arch: str, size: int) -> dict:
+    """Everything needed to rebuild a generator; stored in every checkpoint."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    check_size(size)
+    spec = {"arch": arch, "size": size}
+    if arch == "baseline":
+        spec["n_down"] = unet_depth(size)
+    return spec
+
+
+def build_generator(arch: str, size: int = 256, weights: str | Path | None = None) -> nn.Module:
+    """The generator named `arch` for `size` px images, weights initialised as in the seed.
+
+    The baseline gets N(0, 0.02) init; `weights` applies to "resnet18" only (see resnet18_unet).
+    """
+    spec = generator_spec(arch, size)
+    if arch == "baseline":
+        net = init_weights(Unet(in_channels=1, out_channels=2, n_down=spec["n_down"]))
+    else:
+        net = resnet18_unet(size=size, weights=weights)
+    net.spec = spec  # read by the trainer and written into every checkpoint
+    return net
+
+
+def build_discriminator() -> nn.Module:
+    """PatchGAN on concat(L, ab) with N(0, 0.02) init."""
+    return init_weights(PatchDiscriminator(in_channels=3, n_layers=3))
+
+
+def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
+    """pix2pix init: conv weights ~ N(0, gain), BatchNorm scale ~ N(1, gain), biases 0."""
+    for module in net.modules():
+        if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(module.weight, 0.0, gain)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.normal_(module.weight, 1.0, gain)
+            nn.init.zeros_(module.bias)
+    return net
+
+
+def count_parameters(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+
+
+__all__ = [
+    "ARCHITECTURES", "IMAGENET", "PatchDiscriminator", "Unet", "UnetBlock", "WeightsUnavailableError",
+    "build_discriminator", "build_generator", "check_size", "count_parameters", "generator_spec",
+    "init_weights", "receptive_field", "resnet18_unet", "unet_depth",
+]

@@ -1,0 +1,55 @@
+"""Generator B ("final model"): a ResNet18 body inside fastai's DynamicUnet.
+
+The encoder starts from ImageNet features, so the network already knows what grass, sky
+and skin look like before it has seen one colour target. fastai builds the decoder and
+the skip connections to fit the body ("dynamic"). The first convolution is adapted to
+1 input channel (L) by `create_body(..., n_in=1)`, which sums the pretrained RGB filters.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+IMAGENET = "imagenet"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The ImageNet weights could not be fetched (offline machine) and are not cached."""
+
+
+def _resnet18(weights: str | Path | None) -> nn.Module:
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    if weights is None:
+        return resnet18(weights=None)
+    if weights == IMAGENET:
+        try:
+            return resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
+        except Exception as err:  # urllib / SSL / socket errors differ by platform
+            raise WeightsUnavailableError(
+                f"could not download torchvision's ResNet18 ImageNet weights ({type(err).__name__}: {err}). "
+                "Offline fallback: weights=None (random init, `--weights none`) or a local file "
+                "weights='resnet18.pth' holding a torchvision resnet18 state dict."
+            ) from None
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"ResNet18 weights file not found: {path} (use 'imagenet', None or a .pth file)")
+    model = resnet18(weights=None)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model
+
+
+def resnet18_unet(size: int = 256, weights: str | Path | None = IMAGENET, out_channels: int = 2) -> nn.Module:
+    """ResNet18 (head removed) + DynamicUnet decoder: 1 channel (L) in, `out_channels` (ab) out.
+
+    weights: "imagenet" (torchvision download, needs the internet or a cached copy), None
+    (random init, works offline), or the path of a torchvision resnet18 state dict.
+    """
+    from fastai.vision.learner import create_body
+    from fastai.vision.models.unet import DynamicUnet
+
+    body = create_body(_resnet18(weights), n_in=1, pretrained=weights is not None, cut=-2)
+    return DynamicUnet(body, n_out=out_channels, img_size=(size, size))

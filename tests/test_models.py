@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from colorlab.models import (PatchDiscriminator, Unet, UnetBlock, build_discriminator, build_generator, count_parameters,
+                             generator_spec, receptive_field, unet_depth)
+
+
+def test_unet_at_256_goes_down_to_1x1_and_back():
+    net = build_generator("baseline", 256).eval()
+    seen = []
+    blocks = [m for m in net.modules() if isinstance(m, UnetBlock)]
+    assert len(blocks) == 8  # one per downsampling
+    innermost = next(b for b in blocks if not any(isinstance(m, UnetBlock) for m in b.model))
+    innermost.model[1].register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        out = net(torch.randn(1, 1, 256, 256))
+    assert out.shape == (1, 2, 256, 256)
+    assert seen == [torch.Size([1, 512, 1, 1])]
+    assert out.abs().max() <= 1  # tanh
+    assert count_parameters(net) == 54_409_858  # the pix2pix U-Net (unet_256), 1 -> 2 channels
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_unet_output_size_equals_input(size):
+    net = build_generator("baseline", size)
+    assert net(torch.randn(2, 1, size, size)).shape == (2, 2, size, size)
+    assert net.spec == {"arch": "baseline", "size": size, "n_down": unet_depth(size)}
+
+
+def test_unet_has_dropout_only_in_inner_blocks_and_rejects_bad_sides():
+    net = Unet(n_down=8)
+    assert sum(isinstance(m, torch.nn.Dropout) for m in net.modules()) == 3
+    with pytest.raises(ValueError, match="multiples of 256"):
+        net(torch.randn(1, 1, 64, 64))
+
+
+def test_patchgan_outputs_30x30_logits_at_256():
+    D = build_discriminator()
+    assert D(torch.randn(2, 3, 256, 256)).shape == (2, 1, 30, 30)
+    assert receptive_field(3) == 70
+
+
+def test_patchgan_sees_only_its_patch():
+    D = PatchDiscriminator().eval()
+    x = torch.randn(1, 3, 256, 256)
+    y = x.clone()
+    y[..., :, 200:] = 0  # change only the right part of the image
+    with torch.no_grad():
+        a, b = D(x), D(y)
+    assert torch.equal(a[..., :, :5], b[..., :, :5])  # left patches cannot see it
+    assert not torch.equal(a[..., :, -5:], b[..., :, -5:])
+
+
+def test_resnet18_unet_shapes_offline():
+    net = build_generator("resnet18", 64, weights=None)
+    assert net(torch.randn(2, 1, 64, 64)).shape == (2, 2, 64, 64)
+    assert net.spec == {"arch": "resnet18", "size": 64}
+    first_conv = net[0][0]
+    assert first_conv.in_channels == 1
+
+
+def test_resnet18_weights_from_local_file(tmp_path):
+    from torchvision.models import resnet18
+
+    reference = resnet18(weights=None)
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    net = build_generator("resnet18", 64, weights=tmp_path / "r18.pth")
+    # n_in=1 with pretrained weights: the first conv is the sum over the RGB filters
+    assert torch.allclose(net[0][0].weight, reference.conv1.weight.sum(1, keepdim=True))
+
+
+def test_imagenet_weights_offline_fail_clearly(monkeypatch):
+    import torchvision.models
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.models.ResNet18_Weights.IMAGENET1K_V1, "get_state_dict", offline)
+    from colorlab.models import WeightsUnavailableError
+
+    with pytest.raises(WeightsUnavailableError, match="weights=None"):
+        build_generator("resnet18", 64, weights="imagenet")
+
+
+@pytest.mark.parametrize("size", [0, 48, 100, 2048, "256", True])
+def test_bad_sizes_are_refused(size):
+    with pytest.raises(ValueError, match="power of two"):
+        generator_spec("baseline", size)
+
+
+def test_unknown_architecture():
+    with pytest.raises(ValueError, match="baseline, resnet18"):
+        build_generator("vgg")
