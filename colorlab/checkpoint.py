@@ -1,0 +1,98 @@
+"""Checkpoints that are safe to write, safe to load, and know what they hold.
+
+- Written atomically (temp file + rename): a run killed while saving leaves the previous
+  checkpoint intact, never half a file.
+- Loaded with `torch.load(weights_only=True)`: only tensors and plain containers, no
+  pickled code runs. RNG states are therefore stored as tensors and lists.
+- Every checkpoint records the generator's architecture spec (see
+  `colorlab.models.generator_spec`); loading it into another architecture or image size
+  fails with a message naming what differs, instead of a wall of state-dict key errors.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMAT = "colorlab-checkpoint-v1"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a colorlab checkpoint, or one for a different model."""
+
+
+def capture_rng() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU and CUDA) RNG states, in weights_only-safe types."""
+    version, state, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(state), gauss],
+        "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def restore_rng(rng: dict[str, Any]) -> None:
+    version, state, gauss = rng["python"]
+    random.setstate((version, tuple(state), gauss))
+    keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write `state` (which must hold "spec") atomically to `path`."""
+    if "spec" not in state:
+        raise ValueError("a checkpoint must record the generator spec under 'spec'")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save({"format": FORMAT, **state}, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path, expected_spec: dict | None = None, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint safely; with `expected_spec`, refuse one built for another model."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"{path}: not a loadable colorlab checkpoint ({type(err).__name__}: "
+                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a colorlab checkpoint (no '{FORMAT}' marker); "
+                              "was it saved by another program?")
+    if expected_spec is not None:
+        check_spec(state["spec"], expected_spec, path)
+    return state
+
+
+def check_spec(found: dict, expected: dict, path: str | Path = "checkpoint") -> None:
+    """Raise a CheckpointError listing every field in which two generator specs differ."""
+    differences = [f"{key}: checkpoint has {found.get(key)!r}, expected {expected.get(key)!r}"
+                   for key in sorted(set(found) | set(expected)) if found.get(key) != expected.get(key)]
+    if differences:
+        raise CheckpointError(f"{path} was saved for a different generator: " + "; ".join(differences))
+
+
+def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the generator a checkpoint was trained with and load its weights: (model, spec)."""
+    from .models import build_generator
+
+    state = load_checkpoint(path, map_location=map_location)
+    spec = state["spec"]
+    generator = build_generator(spec["arch"], spec["size"], weights=None)  # weights come from the checkpoint
+    generator.load_state_dict(state["generator"])
+    return generator.eval(), spec

@@ -1,0 +1,77 @@
+"""Colorize your own photos, at their own resolution.
+
+The generator works at its training size (e.g. 256 px), but a photo is usually larger.
+So we predict ab on a resized copy, upsample ab back to the photo's size, and combine it
+with the photo's own full-resolution L: the detail a viewer notices lives in L, and
+colour can be blurry without anyone noticing (the same trick as JPEG's chroma subsampling).
+The input is always converted to Lab L first, never "channel 0 of RGB" (a bug of the seed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from .checkpoint import load_generator
+from .color import lab_to_rgb, normalize_lab, rgb_to_lab, AB_SCALE
+from .io import IMAGE_EXTENSIONS, ImageLoadError, load_rgb
+from .train import pick_device
+
+MAX_SIDE = 4096  # larger photos are downscaled on load: bounds memory to ~0.5 GB per image
+
+
+@torch.no_grad()
+def colorize_image(generator: nn.Module, image: Image.Image, size: int, device: str | torch.device = "cpu") -> Image.Image:
+    """Colorize one RGB (or grayscale-as-RGB) PIL image; returns an RGB image of the same size."""
+    generator.eval()
+    rgb = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).float().div(255).to(device)
+    L_full = rgb_to_lab(rgb[None])[:, :1]  # the photo's own lightness, full resolution
+    L_small, _ = normalize_lab(F.interpolate(rgb_to_lab(rgb[None]), size=(size, size), mode="bilinear",
+                                             antialias=True, align_corners=False))
+    ab_small = generator(L_small).float().clamp(-1, 1) * AB_SCALE
+    ab_full = F.interpolate(ab_small, size=L_full.shape[-2:], mode="bilinear", align_corners=False)
+    out = lab_to_rgb(torch.cat([L_full, ab_full], 1))[0]
+    return Image.fromarray((out.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8))
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, folders expanded to their images (sorted); missing files are kept, to be reported."""
+    paths: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            paths.append(item)
+    return paths
+
+
+def colorize_files(
+    inputs: list[str | Path], out_dir: str | Path, checkpoint: str | Path, device: str | torch.device = "auto"
+) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Colorize every input file into `out_dir` as PNG: (written, failures).
+
+    A bad file is reported and skipped; the others are still processed.
+    """
+    device = pick_device(device)
+    generator, spec = load_generator(checkpoint, map_location=device)
+    generator.to(device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written, failures = [], []
+    paths = expand_inputs(inputs)
+    for path in tqdm(paths, desc="colorize", disable=len(paths) < 2):
+        try:
+            result = colorize_image(generator, load_rgb(path, max_side=MAX_SIDE), spec["size"], device)
+        except ImageLoadError as err:
+            failures.append((path, str(err)))
+            continue
+        target = out_dir / f"{path.stem}_color.png"
+        result.save(target)
+        written.append(target)
+    return written, failures

@@ -1,0 +1,205 @@
+"""Where the photos come from, how they are split, and how a batch becomes (L, ab).
+
+Datasets yield plain uint8 RGB tensors, resized once per image. Everything Lab — the
+conversion, the scaling, the random flips — happens afterwards on the whole batch, on the
+training device (`to_model_batch`): the seed converted each image on the CPU inside the
+DataLoader, which starved the GPU.
+
+Sources: "coco" (fastai's 10k-image COCO sample, as the seed; needs the internet),
+"offline" (crops of scikit-image's bundled colour photos: always works), "shared"
+(the project's offline photo set in ../shared/data when present), or any folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .color import rgb_to_L_ab
+from .io import list_images, load_rgb, scan_images
+
+SOURCES = ("offline", "shared", "coco")
+OFFLINE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
+CACHE_DIR = Path(os.environ.get("COLORLAB_CACHE", Path.home() / ".cache" / "colorlab"))
+
+
+class DataUnavailableError(RuntimeError):
+    """A data source cannot be reached (e.g. the COCO download on an offline machine)."""
+
+
+def shared_data_dir() -> Path | None:
+    """The project's offline photo set: $COLORLAB_SHARED_DATA, else ../shared/data beside the repository."""
+    candidates = [os.environ.get("COLORLAB_SHARED_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data"]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "photos").is_dir():
+            return Path(candidate)
+    return None
+
+
+def offline_images(n_images: int = 64, seed: int = 0, side: int = 256) -> list[Path]:
+    """`n_images` square crops of scikit-image's bundled colour photos, written once as PNGs.
+
+    No download needed, so the book and the tests run anywhere. Crops vary in position
+    and scale (30-100% of the short side), which gives a small but varied training set.
+    """
+    import skimage.data
+
+    folder = CACHE_DIR / f"offline-{n_images}-{seed}-{side}"
+    files = [folder / f"{i:05d}.png" for i in range(n_images)]
+    if all(f.is_file() for f in files):
+        return files
+    folder.mkdir(parents=True, exist_ok=True)
+    photos = [getattr(skimage.data, name)()[..., :3] for name in OFFLINE_PHOTOS]
+    rng = np.random.default_rng(seed)
+    for i, path in enumerate(files):
+        photo = photos[i % len(photos)]
+        h, w = photo.shape[:2]
+        crop = int(min(h, w) * rng.uniform(0.3, 1.0))
+        top, left = rng.integers(0, h - crop + 1), rng.integers(0, w - crop + 1)
+        tile = Image.fromarray(photo[top : top + crop, left : left + crop]).resize((side, side), Image.BICUBIC)
+        tmp = path.with_suffix(".tmp.png")
+        tile.save(tmp)
+        tmp.replace(path)  # atomic: a killed run never leaves half a PNG behind
+    return files
+
+
+def coco_sample() -> list[Path]:
+    """The 10k-image COCO sample the seed trains on (fastai's URLs.COCO_SAMPLE, ~20 GB unpacked)."""
+    try:
+        from fastai.data.external import URLs, untar_data
+
+        folder = untar_data(URLs.COCO_SAMPLE) / "train_sample"
+    except Exception as err:
+        raise DataUnavailableError(
+            f"could not download fastai's COCO sample ({type(err).__name__}: {err}). Offline fallback: "
+            "data='offline' (scikit-image's bundled photos), data='shared' (../shared/data) or a folder of your photos."
+        ) from None
+    return list_images(folder)
+
+
+def split_files(files: list[Path], val_fraction: float = 0.2, seed: int = 123) -> tuple[list[Path], list[Path]]:
+    """Deterministic train/val split: sort first (glob order differs between machines), then shuffle with `seed`."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
+    files = sorted(files)
+    if len(files) < 2:
+        raise ValueError(f"need at least 2 images to split into train and val, got {len(files)}")
+    order = np.random.default_rng(seed).permutation(len(files))
+    n_val = min(len(files) - 1, max(1, round(len(files) * val_fraction)))
+    return [files[i] for i in order[n_val:]], [files[i] for i in order[:n_val]]
+
+
+def _subset(files: list[Path], n: int | None, seed: int) -> list[Path]:
+    if n is None or n >= len(files):
+        return files
+    keep = np.random.default_rng(seed).permutation(len(files))[:n]
+    return [files[i] for i in sorted(keep)]
+
+
+def load_split(
+    data: str | Path = "offline", n_images: int | None = None, val_fraction: float = 0.2, seed: int = 123
+) -> tuple[list[Path], list[Path]]:
+    """(train, val) image files for a source name or a folder, bad and grayscale images removed.
+
+    `n_images` caps the total (train + val), drawn reproducibly; "shared" keeps its own
+    val folder. The seed's COCO run is `load_split("coco", 10_000)`: 8000 train, 2000 val.
+    """
+    if data == "shared":
+        root = shared_data_dir()
+        if root is None:
+            raise DataUnavailableError("data='shared' needs ../shared/data/photos beside the repository "
+                                       "(or $COLORLAB_SHARED_DATA); use data='offline' instead.")
+        n_val = None if n_images is None else max(1, round(n_images * val_fraction))
+        n_train = None if n_images is None else n_images - n_val
+        train = scan_images(_subset(list_images(root / "photos" / "train"), n_train, seed)).kept
+        val = scan_images(_subset(list_images(root / "photos" / "val"), n_val, seed)).kept
+        return train, val
+    if data == "offline":
+        files = offline_images(n_images or 64, seed=seed)
+    elif data == "coco":
+        files = _subset(coco_sample(), n_images or 10_000, seed)
+    else:
+        folder = Path(data)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"data must be one of {', '.join(SOURCES)} or an existing folder, got {data!r}")
+        files = _subset(list_images(folder), n_images, seed)
+    return split_files(scan_images(files).kept, val_fraction, seed)
+
+
+class ImageDataset(Dataset):
+    """Image files -> uint8 RGB tensors (3, size, size), resized (squashed) as in the seed."""
+
+    def __init__(self, files: list[Path], size: int = 256) -> None:
+        if not files:
+            raise ValueError("ImageDataset needs at least one image file")
+        self.files, self.size = list(files), size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        image = load_rgb(self.files[index], max_side=4 * self.size).resize((self.size, self.size), Image.BICUBIC)
+        return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+
+
+class EpochSampler(Sampler[int]):
+    """A shuffle that depends only on (seed, epoch): a resumed run sees the same order.
+
+    `start` skips the first samples of the epoch, to resume in the middle of one.
+    """
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True) -> None:
+        self.n, self.seed, self.shuffle = n, seed, shuffle
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __len__(self) -> int:
+        return self.n - self.start
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.start, self.n))
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator)[self.start :].tolist())
+
+
+def make_loader(
+    dataset: Dataset, batch_size: int = 16, train: bool = True, seed: int = 0, num_workers: int | None = None
+) -> DataLoader:
+    """A DataLoader with an `EpochSampler`; workers default to min(4, cpu count - 1)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if num_workers is None:
+        num_workers = min(4, max(0, (os.cpu_count() or 1) - 1))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochSampler(len(dataset), seed=seed, shuffle=train),
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=num_workers > 0,
+        drop_last=train and len(dataset) > batch_size,
+    )
+
+
+def random_hflip(rgb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror each image of a batch left-right with probability 1/2 (training only)."""
+    flip = torch.rand(rgb.shape[0], generator=generator) < 0.5
+    return torch.where(flip.to(rgb.device)[:, None, None, None], rgb.flip(-1), rgb)
+
+
+def to_model_batch(
+    rgb_uint8: torch.Tensor, device: torch.device | str = "cpu", flip_generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 RGB batch -> normalised (L, ab) on `device`; flips if a generator is given."""
+    rgb = rgb_uint8.to(device, non_blocking=True)
+    if flip_generator is not None:
+        rgb = random_hflip(rgb, flip_generator)
+    return rgb_to_L_ab(rgb.float() / 255.0)

@@ -1,0 +1,133 @@
+"""How good is a colorization? Numbers and pictures.
+
+Colorization has no single right answer (a red car could have been blue), so pixel
+metrics (PSNR, SSIM) reward safe, greyish guesses. Colourfulness (Hasler & Suesstrunk,
+2003) and saturation show the other side: how vivid the result is compared with the
+truth (dCF = predicted minus true colourfulness). Read them together, and look at grids.
+All functions take RGB batches (B, 3, H, W) with values in [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .color import L_ab_to_rgb
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB per image (data range 1); higher is closer."""
+    mse = (pred.float() - target.float()).pow(2).flatten(1).mean(1)
+    return 10.0 * torch.log10(1.0 / mse.clamp_min(1e-12))
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32) - size // 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = g / g.sum()
+    return g[:, None] * g[None, :]
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Structural similarity per image, averaged over RGB channels.
+
+    Gaussian window (11x11, sigma 1.5), as `skimage.metrics.structural_similarity(...,
+    gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1)`.
+    """
+    pred, target = pred.float(), target.float()
+    channels = pred.shape[1]
+    window = _gaussian_window().to(pred.device).expand(channels, 1, 11, 11)
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, window, groups=channels)  # "valid" region, like skimage's crop
+
+    c1, c2 = 0.01**2, 0.03**2
+    mu_x, mu_y = blur(pred), blur(target)
+    var_x = blur(pred * pred) - mu_x**2
+    var_y = blur(target * target) - mu_y**2
+    cov = blur(pred * target) - mu_x * mu_y
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim_map.flatten(1).mean(1)
+
+
+def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
+    """Hasler & Suesstrunk's colourfulness per image (0 = grey; ~100+ = very colourful), on a 0..255 scale."""
+    r, g, b = (rgb.float() * 255.0).unbind(1)
+    rg, yb = (r - g).flatten(1), (0.5 * (r + g) - b).flatten(1)
+    std = torch.sqrt(rg.var(1, unbiased=False) + yb.var(1, unbiased=False))
+    mean = torch.sqrt(rg.mean(1) ** 2 + yb.mean(1) ** 2)
+    return std + 0.3 * mean
+
+
+def saturation(rgb: torch.Tensor) -> torch.Tensor:
+    """Mean HSV saturation per image, (max - min) / max, in [0, 1]."""
+    high, low = rgb.float().amax(1), rgb.float().amin(1)
+    return ((high - low) / high.clamp_min(1e-6)).flatten(1).mean(1)
+
+
+@torch.no_grad()
+def predict_rgb(generator: nn.Module, L: torch.Tensor) -> torch.Tensor:
+    """Colorize a batch of normalised L: the generator's ab, combined with L, as RGB."""
+    generator.eval()
+    return L_ab_to_rgb(L, generator(L).float())
+
+
+@torch.no_grad()
+def evaluate(generator: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+    """Mean metrics of `generator` over (L, ab) batches: psnr, ssim, colourfulness (pred and true), dCF, saturation."""
+    totals: dict[str, float] = {}
+    count = 0
+    for L, ab in batches:
+        pred, true = predict_rgb(generator, L), L_ab_to_rgb(L, ab)
+        scores = {
+            "psnr": psnr(pred, true), "ssim": ssim(pred, true),
+            "colourfulness": colourfulness(pred), "colourfulness_true": colourfulness(true),
+            "saturation": saturation(pred), "saturation_true": saturation(true),
+        }
+        scores["dCF"] = scores["colourfulness"] - scores["colourfulness_true"]
+        for key, value in scores.items():
+            totals[key] = totals.get(key, 0.0) + value.sum().item()
+        count += L.shape[0]
+    if count == 0:
+        raise ValueError("evaluate() got no images")
+    return {key: value / count for key, value in totals.items()}
+
+
+def comparison_grid(columns: dict[str, torch.Tensor], max_rows: int = 8, cell_inches: float = 2.0):
+    """A matplotlib figure: one row per image, one column per entry of `columns` (RGB batches).
+
+    The usual columns are {"grayscale": ..., "prediction": ..., "truth": ...}; more
+    predictions (baseline, L1-pretrained, +GAN) simply add columns.
+    """
+    import matplotlib.pyplot as plt
+
+    names = list(columns)
+    rows = min(max_rows, min(len(v) for v in columns.values()))
+    fig, axes = plt.subplots(rows, len(names), figsize=(cell_inches * len(names), cell_inches * rows), squeeze=False)
+    for col, name in enumerate(names):
+        for row in range(rows):
+            image = columns[name][row].detach().float().cpu().clamp(0, 1).permute(1, 2, 0)
+            ax = axes[row][col]
+            ax.imshow(image.numpy(), cmap="gray" if image.shape[-1] == 1 else None, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name)
+    fig.tight_layout()
+    return fig
+
+
+def grayscale_rgb(L: torch.Tensor) -> torch.Tensor:
+    """Normalised L as a 3-channel grey image: the network's input, as a person sees it."""
+    return L_ab_to_rgb(L, torch.zeros_like(L).expand(-1, 2, -1, -1))
+
+
+def sample_grid(generator: nn.Module, L: torch.Tensor, ab: torch.Tensor, max_rows: int = 8):
+    """The standard side-by-side: grayscale | prediction | truth."""
+    return comparison_grid(
+        {"grayscale": grayscale_rgb(L), "prediction": predict_rgb(generator, L), "truth": L_ab_to_rgb(L, ab)},
+        max_rows=max_rows,
+    )

@@ -1,0 +1,107 @@
+"""The seed's two training recipes, end to end: data -> training stages -> evaluation -> files.
+
+- "baseline": the pix2pix U-Net from scratch, cGAN + lambda * L1 (20 epochs in the seed).
+- "resnet18": ResNet18-DynamicUnet, L1-only pretraining (20 epochs), then cGAN + L1 (20).
+
+Each run writes into `out/`: `pretrain.pt` / `gan.pt` (checkpoints, resumable),
+`history.json`, `metrics.json`, `losses.png` and `samples.png` (grayscale | prediction | truth).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .data import ImageDataset, load_split, make_loader, to_model_batch
+from .evaluate import evaluate, sample_grid
+from .models import IMAGENET, build_discriminator, build_generator, check_size
+from .train import History, TrainConfig, pick_device, pretrain_generator, train_gan
+
+RECIPES = ("baseline", "resnet18")
+
+
+@dataclass
+class RunConfig:
+    """One training run. Defaults are the seed's settings (COCO, 256 px, batch 16, 20 + 20 epochs)."""
+
+    recipe: str = "resnet18"
+    data: str = "coco"
+    n_images: int | None = 10_000
+    size: int = 256
+    batch_size: int = 16
+    epochs: int = 20
+    pretrain_epochs: int = 20
+    weights: str | None = IMAGENET
+    gan_mode: str = "vanilla"
+    lambda_l1: float = 100.0
+    device: str = "auto"
+    seed: int = 0
+    out: str = "runs/resnet18"
+    resume: bool = False
+    num_workers: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; choose one of {', '.join(RECIPES)}")
+        check_size(self.size)
+        for name in ("epochs", "pretrain_epochs", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if self.n_images is not None and self.n_images < 2:
+            raise ValueError(f"n_images must be >= 2 (train + val), got {self.n_images}")
+
+
+def val_batches(files, size: int, device, batch_size: int = 16):
+    """Validation (L, ab) batches in a fixed order, no flips."""
+    loader = make_loader(ImageDataset(files, size), batch_size=batch_size, train=False, num_workers=0)
+    return [to_model_batch(rgb, device) for rgb in loader]
+
+
+def run(config: RunConfig) -> dict:
+    """Train `config.recipe`, evaluate on the validation split, write the run's files; returns the summary."""
+    began = time.perf_counter()
+    device = pick_device(config.device)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    train_files, val_files = load_split(config.data, config.n_images, seed=config.seed)
+    loader = make_loader(ImageDataset(train_files, config.size), config.batch_size, train=True, seed=config.seed,
+                         num_workers=config.num_workers)
+    common = dict(device=device, resume=config.resume, progress=config.progress)
+    histories: dict[str, History] = {}
+    torch.manual_seed(config.seed)
+    generator = build_generator(config.recipe, config.size, weights=config.weights)
+    if config.recipe == "resnet18":
+        histories["pretrain"] = pretrain_generator(generator, loader, epochs=config.pretrain_epochs, seed=config.seed,
+                                                   checkpoint_path=out / "pretrain.pt", **common)
+    gan_config = TrainConfig(epochs=config.epochs, gan_mode=config.gan_mode, lambda_l1=config.lambda_l1,
+                             seed=config.seed)
+    histories["gan"] = train_gan(generator, build_discriminator(), loader, gan_config,
+                                 checkpoint_path=out / "gan.pt", **common)
+
+    batches = val_batches(val_files, config.size, device)
+    metrics = evaluate(generator, batches)
+    fig = sample_grid(generator, *batches[0])
+    fig.savefig(out / "samples.png", dpi=80)
+    fig, axes = _loss_figure(histories)
+    fig.savefig(out / "losses.png", dpi=80)
+    summary = {"config": asdict(config), "device": str(device), "n_train": len(train_files), "n_val": len(val_files),
+               "metrics": metrics, "seconds": round(time.perf_counter() - began, 1)}
+    (out / "history.json").write_text(json.dumps({k: h.epochs for k, h in histories.items()}, indent=1))
+    (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _loss_figure(histories: dict[str, History]):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(histories), figsize=(6 * len(histories), 3.5), squeeze=False)
+    for ax, (stage, history) in zip(axes[0], histories.items()):
+        history.plot(ax)
+        ax.set_title(stage)
+    fig.tight_layout()
+    return fig, axes

@@ -1,0 +1,268 @@
+"""Training: L1-only pretraining of a generator, and conditional-GAN training.
+
+One loop serves both stages. Its guarantees, beyond the seed's recipe:
+- resumable: a checkpoint (atomic) after every epoch and when interrupted (Ctrl-C or
+  SIGTERM, at the next step boundary); `resume=True` continues bit-identically on the CPU,
+  because data order and flips depend only on (seed, epoch, step) and all RNGs are saved;
+- fast: Lab conversion and flips on the device, bf16 autocast + channels_last + fused
+  Adam on CUDA, losses summed on the device and read back only every `log_every` steps;
+- safe: a NaN/inf loss stops training with a clear error and keeps the last good checkpoint.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
+from .data import to_model_batch
+from .losses import LAMBDA_L1, GANLoss, discriminator_loss, generator_loss
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or inf; the last good checkpoint is left untouched."""
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one stage. Defaults are the seed's GAN settings (pix2pix)."""
+
+    epochs: int = 20
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    lambda_l1: float = LAMBDA_L1
+    gan_mode: str = "vanilla"
+    seed: int = 0
+    log_every: int = 25
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
+        if self.lr_g <= 0 or self.lr_d <= 0:
+            raise ValueError(f"learning rates must be positive, got lr_g={self.lr_g}, lr_d={self.lr_d}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        self.betas = tuple(self.betas)
+
+
+PRETRAIN = dict(epochs=20, lr_g=1e-4, betas=(0.9, 0.999))  # the seed's L1-only stage: Adam(lr=1e-4)
+
+
+@dataclass
+class History:
+    """Per-epoch mean losses (and seconds) of one stage: what the loss-curve plots read."""
+
+    epochs: dict[str, list[float]] = field(default_factory=dict)
+
+    def append(self, means: dict[str, float]) -> None:
+        for key, value in means.items():
+            self.epochs.setdefault(key, []).append(value)
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.epochs[key]
+
+    def __len__(self) -> int:
+        return len(self.epochs.get("seconds", []))
+
+    def plot(self, ax=None, keys: tuple[str, ...] | None = None):
+        """Loss curves, one line per loss (L1 terms on their own axis scale via log y)."""
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.subplots(figsize=(6, 3.5))[1]
+        for key in keys or [k for k in self.epochs if k.startswith("loss")]:
+            ax.plot(range(1, len(self.epochs[key]) + 1), self.epochs[key], marker="o", label=key)
+        ax.set(xlabel="epoch", ylabel="mean loss", yscale="log")
+        ax.legend()
+        return ax
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" -> cuda if available, else cpu; anything else is checked to exist."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' was asked for but no CUDA GPU is available; use device='auto' or 'cpu'")
+    return device
+
+
+def set_requires_grad(net: nn.Module, flag: bool) -> None:
+    for p in net.parameters():
+        p.requires_grad_(flag)
+
+
+@contextmanager
+def _stop_on_signals():
+    """Turn Ctrl-C / SIGTERM into a flag checked between steps, so a checkpoint is consistent."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def request_stop(signum, frame):
+        flag["stop"] = True
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield flag
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _adam(params, lr: float, betas: tuple[float, float], device: torch.device) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=device.type == "cuda")
+
+
+def _flip_generator(seed: int, epoch: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + step)
+
+
+def fit(
+    generator: nn.Module,
+    loader: DataLoader,
+    config: TrainConfig,
+    discriminator: nn.Module | None = None,
+    device: str | torch.device = "auto",
+    checkpoint_path: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> History:
+    """Train `generator` on `loader` (uint8 RGB batches): L1 only, or cGAN + L1 with a discriminator.
+
+    Returns the per-epoch history. With `checkpoint_path`, saves after every epoch and
+    on interruption; `resume=True` continues from that file if it exists.
+    """
+    device = pick_device(device)
+    spec = getattr(generator, "spec", None)
+    if spec is None:
+        raise ValueError("generator has no .spec: build it with colorlab.models.build_generator")
+    stage = "pretrain" if discriminator is None else "gan"
+    cuda = device.type == "cuda"
+    memory_format = torch.channels_last if cuda else torch.contiguous_format
+    nets = [generator] + ([discriminator] if discriminator is not None else [])
+    for net in nets:
+        net.to(device, memory_format=memory_format).train()
+    opt_g = _adam(generator.parameters(), config.lr_g, config.betas, device)
+    opt_d = _adam(discriminator.parameters(), config.lr_d, config.betas, device) if discriminator else None
+    gan_loss = GANLoss(config.gan_mode).to(device) if discriminator else None
+
+    history, start_epoch, start_step, partial = History(), 0, 0, {}
+    if resume and checkpoint_path and Path(checkpoint_path).is_file():
+        state = load_checkpoint(checkpoint_path, expected_spec=spec, map_location=device)
+        if state["stage"] != stage:
+            raise ValueError(f"{checkpoint_path} is a '{state['stage']}' checkpoint, this is the '{stage}' stage")
+        generator.load_state_dict(state["generator"])
+        opt_g.load_state_dict(state["opt_g"])
+        if discriminator is not None:
+            discriminator.load_state_dict(state["discriminator"])
+            opt_d.load_state_dict(state["opt_d"])
+        history = History(state["history"])
+        start_epoch, start_step, partial = state["epoch"], state["step"], state["partial"]
+        restore_rng(state["rng"])
+
+    def checkpoint(epoch: int, step: int, sums: dict[str, torch.Tensor]) -> None:
+        if checkpoint_path is None:
+            return
+        save_checkpoint(checkpoint_path, {
+            "spec": spec, "stage": stage, "config": asdict(config), "epoch": epoch, "step": step,
+            "partial": {k: v.detach().cpu() for k, v in sums.items()},
+            "generator": generator.state_dict(), "opt_g": opt_g.state_dict(),
+            "discriminator": discriminator.state_dict() if discriminator else {},
+            "opt_d": opt_d.state_dict() if opt_d else {},
+            "history": history.epochs, "rng": capture_rng(),
+        })
+
+    g_step = torch.compile(train_step) if config.compile else train_step
+    sampler = loader.sampler
+    with _stop_on_signals() as stop:
+        for epoch in range(start_epoch, config.epochs):
+            first_step = start_step if epoch == start_epoch else 0
+            sums = {k: v.to(device) for k, v in partial.items()} if epoch == start_epoch else {}
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(epoch, start=first_step * loader.batch_size)
+            began = time.perf_counter()
+            bar = tqdm(loader, desc=f"{stage} epoch {epoch + 1}/{config.epochs}", disable=not progress,
+                       initial=first_step, total=first_step + len(loader), leave=False)
+            step = first_step
+            for step, rgb in enumerate(bar, start=first_step + 1):
+                L, ab = to_model_batch(rgb, device, _flip_generator(config.seed, epoch, step))
+                if cuda:
+                    L, ab = (t.contiguous(memory_format=torch.channels_last) for t in (L, ab))
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+                    losses = g_step(generator, discriminator, opt_g, opt_d, gan_loss, L, ab, config.lambda_l1)
+                for key, value in losses.items():
+                    sums[key] = sums.get(key, 0.0) + value.detach().float()
+                if step % config.log_every == 0:
+                    _check_finite(sums, epoch, step, checkpoint_path)
+                    bar.set_postfix({k: f"{v.item() / step:.4f}" for k, v in sums.items()})
+                if stop["stop"]:
+                    checkpoint(epoch, step, sums)
+                    raise KeyboardInterrupt(f"training interrupted at epoch {epoch + 1}, step {step}; "
+                                            f"resume with resume=True from {checkpoint_path}")
+            _check_finite(sums, epoch, step, checkpoint_path)
+            means = {k: v.item() / max(step, 1) for k, v in sums.items()}
+            history.append(means | {"seconds": time.perf_counter() - began})
+            checkpoint(epoch + 1, 0, {})
+    if discriminator is not None:
+        set_requires_grad(discriminator, True)
+    return history
+
+
+def train_step(generator, discriminator, opt_g, opt_d, gan_loss, L, ab, lambda_l1) -> dict[str, torch.Tensor]:
+    """One optimisation step; with a discriminator, the D step then the G step of pix2pix."""
+    fake_ab = generator(L)
+    losses: dict[str, torch.Tensor] = {}
+    fake_logits = None
+    if discriminator is not None:
+        set_requires_grad(discriminator, True)
+        opt_d.zero_grad(set_to_none=True)
+        d_losses = discriminator_loss(
+            gan_loss, discriminator(torch.cat([L, ab], 1)), discriminator(torch.cat([L, fake_ab.detach()], 1))
+        )
+        d_losses["loss_D"].backward()
+        opt_d.step()
+        losses.update(d_losses)
+        set_requires_grad(discriminator, False)  # G's step must not update D
+        fake_logits = discriminator(torch.cat([L, fake_ab], 1))
+    opt_g.zero_grad(set_to_none=True)
+    g_losses = generator_loss(gan_loss, fake_logits, fake_ab.float(), ab, lambda_l1)
+    g_losses["loss_G"].backward()
+    opt_g.step()
+    return losses | g_losses
+
+
+def _check_finite(sums: dict[str, torch.Tensor], epoch: int, step: int, checkpoint_path) -> None:
+    bad = [k for k, v in sums.items() if not torch.isfinite(v)]
+    if bad:
+        kept = f"the last good checkpoint is kept at {checkpoint_path}" if checkpoint_path else "no checkpoint was set"
+        raise NonFiniteLossError(f"{', '.join(bad)} became NaN/inf by epoch {epoch + 1}, step {step}; {kept}. "
+                                 "Try a lower learning rate or check the data.")
+
+
+def pretrain_generator(generator: nn.Module, loader: DataLoader, epochs: int = 20, lr: float = 1e-4,
+                       seed: int = 0, **fit_kwargs) -> History:
+    """Stage 1 of the final recipe: L1 loss only, Adam(lr=1e-4) as in the seed."""
+    config = TrainConfig(**(PRETRAIN | dict(epochs=epochs, lr_g=lr, seed=seed)))
+    return fit(generator, loader, config, **fit_kwargs)
+
+
+def train_gan(generator: nn.Module, discriminator: nn.Module, loader: DataLoader, config: TrainConfig | None = None,
+              **kwargs) -> History:
+    """cGAN + lambda * L1 training (the baseline recipe, and stage 2 of the final one)."""
+    return fit(generator, loader, config or TrainConfig(), discriminator=discriminator, **kwargs)
+
+
+__all__ = ["History", "NonFiniteLossError", "TrainConfig", "fit", "pick_device",
+           "pretrain_generator", "set_requires_grad", "train_gan"]

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from colorlab.evaluate import (colourfulness, comparison_grid, evaluate, grayscale_rgb, psnr, sample_grid,
+                               saturation)
+from colorlab.models import build_generator
+
+
+def test_psnr_matches_skimage():
+    a, b = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    ours = psnr(a, b)
+    for i in range(2):
+        ref = peak_signal_noise_ratio(a[i].numpy(), b[i].numpy(), data_range=1.0)
+        assert ours[i].item() == pytest.approx(ref, rel=1e-4)
+
+
+def test_ssim_matches_skimage():
+    rng = np.random.default_rng(0)
+    a = rng.random((48, 48, 3)).astype(np.float32)
+    b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1).astype(np.float32)
+    ref = structural_similarity(a, b, channel_axis=2, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                use_sample_covariance=False)
+    ours = ssim_of(a, b)
+    assert ours == pytest.approx(ref, abs=2e-3)
+    assert ssim_of(a, a) == pytest.approx(1.0, abs=1e-5)
+
+
+def ssim_of(a, b):
+    from colorlab.evaluate import ssim
+
+    to_t = lambda x: torch.from_numpy(x).permute(2, 0, 1)[None]
+    return ssim(to_t(a), to_t(b)).item()
+
+
+def test_colourfulness_known_values():
+    grey = torch.full((1, 3, 8, 8), 0.5)
+    assert colourfulness(grey).item() == pytest.approx(0.0, abs=1e-4)
+    red = torch.zeros(1, 3, 8, 8)
+    red[:, 0] = 1.0  # rg = 255, yb = 127.5, no spread: C = 0.3 * sqrt(255^2 + 127.5^2)
+    assert colourfulness(red).item() == pytest.approx(0.3 * np.hypot(255, 127.5), rel=1e-4)
+    # Hasler & Suesstrunk: a half red / half green image is more colourful than flat red
+    half = red.clone()
+    half[..., 4:] = torch.tensor([0.0, 1.0, 0.0]).view(1, 3, 1, 1)
+    assert colourfulness(half) > colourfulness(red)
+
+
+def test_saturation():
+    assert saturation(torch.full((1, 3, 4, 4), 0.7)).item() == pytest.approx(0.0)
+    red = torch.zeros(1, 3, 4, 4)
+    red[:, 0] = 0.8
+    assert saturation(red).item() == pytest.approx(1.0)
+
+
+def test_evaluate_perfect_and_grey_predictions():
+    class Oracle(torch.nn.Module):  # predicts the true ab: perfect scores
+        def __init__(self, ab):
+            super().__init__()
+            self.ab = ab
+
+        def forward(self, L):
+            return self.ab
+
+    rgb = torch.rand(2, 3, 32, 32)
+    from colorlab.color import rgb_to_L_ab
+
+    L, ab = rgb_to_L_ab(rgb)
+    perfect = evaluate(Oracle(ab), [(L, ab)])
+    assert perfect["psnr"] > 40 and perfect["ssim"] > 0.99 and abs(perfect["dCF"]) < 0.5
+    grey = evaluate(Oracle(torch.zeros_like(ab)), [(L, ab)])
+    assert grey["colourfulness"] < 1.0 and grey["dCF"] < -10 and grey["psnr"] < perfect["psnr"]
+
+
+def test_grids_have_one_column_per_entry():
+    L = torch.rand(3, 1, 32, 32) * 2 - 1
+    fig = sample_grid(build_generator("baseline", 32), L, torch.zeros(3, 2, 32, 32))
+    assert len(fig.axes) == 9
+    assert [ax.get_title() for ax in fig.axes[:3]] == ["grayscale", "prediction", "truth"]
+    fig = comparison_grid({"a": grayscale_rgb(L), "b": grayscale_rgb(L)}, max_rows=2)
+    assert len(fig.axes) == 4
+    assert torch.allclose(grayscale_rgb(L)[:, 0], grayscale_rgb(L)[:, 1], atol=1e-3)  # grey: R == G
