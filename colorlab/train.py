@@ -163,6 +163,7 @@ def fit(
         state = load_checkpoint(checkpoint_path, expected_spec=spec, map_location=device)
         if state["stage"] != stage:
             raise ValueError(f"{checkpoint_path} is a '{state['stage']}' checkpoint, this is the '{stage}' stage")
+        _check_same_config(state["config"], asdict(config), checkpoint_path)
         generator.load_state_dict(state["generator"])
         opt_g.load_state_dict(state["opt_g"])
         if discriminator is not None:
@@ -241,6 +242,21 @@ def train_step(generator, discriminator, opt_g, opt_d, gan_loss, L, ab, lambda_l
     g_losses["loss_G"].backward()
     opt_g.step()
     return losses | g_losses
+
+
+RESUMABLE_CHANGES = ("epochs", "log_every", "compile")  # may differ between a run and its continuation
+
+
+def _check_same_config(saved: dict, current: dict, checkpoint_path) -> None:
+    """Resuming with other hyper-parameters would silently mix two runs: refuse, naming the differences."""
+    def plain(value):  # tuples come back from a checkpoint as lists
+        return list(value) if isinstance(value, (tuple, list)) else value
+
+    differences = [f"{key}={saved.get(key)!r} there, {value!r} now" for key, value in current.items()
+                   if key not in RESUMABLE_CHANGES and plain(saved.get(key)) != plain(value)]
+    if differences:
+        raise ValueError(f"cannot resume from {checkpoint_path}: it was trained with other settings "
+                         f"({'; '.join(differences)}); use another checkpoint path or resume=False")
 
 
 def _check_finite(sums: dict[str, torch.Tensor], epoch: int, step: int, checkpoint_path) -> None:

@@ -151,7 +151,7 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     G = build_generator("baseline", 32)
     config = TrainConfig(epochs=3, lr_g=1e-4, log_every=1)
     pretrain = dict(device="cpu", progress=False, checkpoint_path=tmp_path / "p.pt")
-    fit(G, loader(), TrainConfig(epochs=1), **pretrain)
+    fit(G, loader(), TrainConfig(epochs=1, lr_g=1e-4), **pretrain)
     good = load_checkpoint(tmp_path / "p.pt")
     original = G.forward
     G.forward = lambda x: original(x) * float("nan")
@@ -166,3 +166,14 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
 def test_config_validation(bad):
     with pytest.raises(ValueError):
         TrainConfig(**bad)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    G = build_generator("baseline", 32)
+    fit(G, loader(), TrainConfig(epochs=1), device="cpu", progress=False, checkpoint_path=tmp_path / "p.pt")
+    with pytest.raises(ValueError, match="lr_g=0.0002 there, 0.001 now"):
+        fit(G, loader(), TrainConfig(epochs=2, lr_g=1e-3), device="cpu", progress=False,
+            checkpoint_path=tmp_path / "p.pt", resume=True)
+    more = fit(G, loader(), TrainConfig(epochs=2), device="cpu", progress=False,  # more epochs: fine
+               checkpoint_path=tmp_path / "p.pt", resume=True)
+    assert len(more) == 2
