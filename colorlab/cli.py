@@ -1,4 +1,4 @@
-"""The `colorlab` command: train a recipe, colorize photos, build/grade assignments."""
+"""The `colorlab` command: train a recipe, colorize photos, build and grade assignments."""
 
 from __future__ import annotations
 
@@ -75,13 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_colorize(sub)
+    from .assignments import add_cli
+
+    add_cli(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"train": _train, "colorize": _colorize}
+    handlers = {"train": _train, "colorize": _colorize, "assignments": lambda a: a.func(a)}
     from .data import DataUnavailableError
     from .models import WeightsUnavailableError
     from .train import NonFiniteLossError

@@ -19,9 +19,30 @@ import torch
 from .data import ImageDataset, load_split, make_loader, to_model_batch
 from .evaluate import evaluate, sample_grid
 from .models import IMAGENET, build_discriminator, build_generator, check_size
-from .train import History, TrainConfig, pick_device, pretrain_generator, train_gan
+from .train import PRETRAIN, History, TrainConfig, fit, pick_device, train_gan
 
 RECIPES = ("baseline", "resnet18")
+STAGES = ("pretrain", "gan")
+
+
+def stage_config(stage: str, epochs: int, seed: int = 0, **overrides) -> TrainConfig:
+    """The seed's settings for a stage: "pretrain" (L1 only, Adam lr 1e-4) or "gan" (pix2pix, lr 2e-4, betas 0.5)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
+    base = PRETRAIN if stage == "pretrain" else {}
+    return TrainConfig(**(base | dict(epochs=epochs, seed=seed) | overrides))
+
+
+def run_dir(recipe: str, root: str | Path = "runs/book", **params) -> Path:
+    """A run folder named by its parameters, e.g. runs/book/resnet18-data=offline-n_images=64-seed=0-size=64.
+
+    Chapters that train the same stage with the same parameters share its checkpoint, so
+    when the book is built in order a later chapter resumes (= reuses) an earlier one's run.
+    """
+    def tag(value) -> str:
+        return Path(value).name if isinstance(value, (str, Path)) and ("/" in str(value)) else str(value)
+
+    return Path(root) / "-".join([recipe] + [f"{key}={tag(params[key])}" for key in sorted(params)])
 
 
 @dataclass
@@ -76,10 +97,10 @@ def run(config: RunConfig) -> dict:
     torch.manual_seed(config.seed)
     generator = build_generator(config.recipe, config.size, weights=config.weights)
     if config.recipe == "resnet18":
-        histories["pretrain"] = pretrain_generator(generator, loader, epochs=config.pretrain_epochs, seed=config.seed,
-                                                   checkpoint_path=out / "pretrain.pt", **common)
-    gan_config = TrainConfig(epochs=config.epochs, gan_mode=config.gan_mode, lambda_l1=config.lambda_l1,
-                             seed=config.seed)
+        histories["pretrain"] = fit(generator, loader, stage_config("pretrain", config.pretrain_epochs, config.seed),
+                                    checkpoint_path=out / "pretrain.pt", **common)
+    gan_config = stage_config("gan", config.epochs, config.seed, gan_mode=config.gan_mode,
+                              lambda_l1=config.lambda_l1)
     histories["gan"] = train_gan(generator, build_discriminator(), loader, gan_config,
                                  checkpoint_path=out / "gan.pt", **common)
 

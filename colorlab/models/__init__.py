@@ -9,7 +9,7 @@ from pathlib import Path
 from torch import nn
 
 from .patchgan import PatchDiscriminator, receptive_field
-from .resnet_unet import IMAGENET, WeightsUnavailableError, resnet18_unet
+from .resnet_unet import AUTO, IMAGENET, WeightsUnavailableError, resnet18_unet
 from .unet import Unet, UnetBlock
 
 ARCHITECTURES = ("baseline", "resnet18")
@@ -76,7 +76,7 @@ def count_parameters(net: nn.Module) -> int:
 
 
 __all__ = [
-    "ARCHITECTURES", "IMAGENET", "PatchDiscriminator", "Unet", "UnetBlock", "WeightsUnavailableError",
+    "ARCHITECTURES", "AUTO", "IMAGENET", "PatchDiscriminator", "Unet", "UnetBlock", "WeightsUnavailableError",
     "build_discriminator", "build_generator", "check_size", "count_parameters", "generator_spec",
     "init_weights", "receptive_field", "resnet18_unet", "unet_depth",
 ]

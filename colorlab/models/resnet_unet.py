@@ -8,26 +8,35 @@ the skip connections to fit the body ("dynamic"). The first convolution is adapt
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 IMAGENET = "imagenet"
+AUTO = "auto"  # ImageNet when it can be loaded (online or cached), else random init with a warning
 
 
 class WeightsUnavailableError(RuntimeError):
     """The ImageNet weights could not be fetched (offline machine) and are not cached."""
 
 
-def _resnet18(weights: str | Path | None) -> nn.Module:
+def _resnet18(weights: str | Path | None) -> tuple[nn.Module, bool]:
+    """The torchvision ResNet18 for `weights`, and whether it is pretrained."""
     from torchvision.models import ResNet18_Weights, resnet18
 
     if weights is None:
-        return resnet18(weights=None)
+        return resnet18(weights=None), False
+    if weights == AUTO:
+        try:
+            return _resnet18(IMAGENET)
+        except WeightsUnavailableError as err:
+            warnings.warn(f"{err} Using random init (weights=None) instead.", stacklevel=3)
+            return resnet18(weights=None), False
     if weights == IMAGENET:
         try:
-            return resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
+            return resnet18(weights=ResNet18_Weights.IMAGENET1K_V1), True
         except Exception as err:  # urllib / SSL / socket errors differ by platform
             raise WeightsUnavailableError(
                 f"could not download torchvision's ResNet18 ImageNet weights ({type(err).__name__}: {err}). "
@@ -39,17 +48,21 @@ def _resnet18(weights: str | Path | None) -> nn.Module:
         raise FileNotFoundError(f"ResNet18 weights file not found: {path} (use 'imagenet', None or a .pth file)")
     model = resnet18(weights=None)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model
+    return model, True
 
 
 def resnet18_unet(size: int = 256, weights: str | Path | None = IMAGENET, out_channels: int = 2) -> nn.Module:
     """ResNet18 (head removed) + DynamicUnet decoder: 1 channel (L) in, `out_channels` (ab) out.
 
     weights: "imagenet" (torchvision download, needs the internet or a cached copy), None
-    (random init, works offline), or the path of a torchvision resnet18 state dict.
+    (random init, works offline), "auto" (ImageNet if possible, else None with a warning), or
+    the path of a torchvision resnet18 state dict. `.pretrained` on the result says which.
     """
     from fastai.vision.learner import create_body
     from fastai.vision.models.unet import DynamicUnet
 
-    body = create_body(_resnet18(weights), n_in=1, pretrained=weights is not None, cut=-2)
-    return DynamicUnet(body, n_out=out_channels, img_size=(size, size))
+    resnet, pretrained = _resnet18(weights)
+    body = create_body(resnet, n_in=1, pretrained=pretrained, cut=-2)
+    net = DynamicUnet(body, n_out=out_channels, img_size=(size, size))
+    net.pretrained = pretrained
+    return net

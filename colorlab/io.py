@@ -1,0 +1,267 @@
+"""Loading whatever image files students find, as RGB, without crashing mid-epoch.
+
+Real folders hold zero-byte downloads, HTML pages saved as ``.jpg``, half-copied files,
+CMYK scans, transparent PNGs, 16-bit scans, rotated phone photos and 100-megapixel
+panoramas. `load_rgb` turns every one of them into either an RGB `PIL.Image.Image` or an
+`ImageLoadError` (a `ValueError`) whose one-line message names the file and the reason, and
+`scan_images` runs it once over a file list *before* training, so that a bad file is
+reported up front instead of killing epoch 7.
+
+Decisions worth knowing:
+
+* **Truncated or corrupt files are refused**, never padded: a half-decoded photo (grey
+  bottom half) is a wrong training example. This relies on PIL's default
+  ``ImageFile.LOAD_TRUNCATED_IMAGES = False``; a program that sets it to True gets PIL's
+  padding instead. Damage the decoder does not notice (flipped bytes inside a JPEG) cannot
+  be caught and decodes to garbage.
+* **Transparency is composited on white**, as a viewer shows a transparent PNG.
+* **The memory bound is checked on the header**, before any pixel is decoded (see `load_rgb`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm.auto import tqdm
+
+from colorlab.color import rgb_to_lab
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+# The PIL decoders matching IMAGE_EXTENSIONS. Naming them stops a renamed file from reaching an
+# exotic decoder (EPS would even start Ghostscript).
+_DECODERS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")
+_DRAFTABLE = ("JPEG", "MPO")  # decode downscaled; MPO is how PIL's JPEG decoder names many phone photos
+_TRANSPARENT_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+_HIGH_BIT_GRAY_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
+_CHROMA_SIDE = 64  # short side of the copy mean_chroma measures: plenty to tell colour from grey
+_PROGRESS_MIN_FILES = 200  # below this, scanning is too quick for a progress bar to help
+DEFAULT_MAX_PIXELS = 40_000_000
+GRAYSCALE_CHROMA = 2.0  # the shared data's MANIFEST flags an image `grayscale` below this mean chroma
+
+
+class ImageLoadError(ValueError):
+    """A file that cannot be used as an image; the message is one line: ``"<file>: <reason> (<detail>)"``.
+
+    `reason` is a short category ("cannot read", "empty file", "not an image", "too large",
+    "corrupt") that `scan_images` counts.
+    """
+
+    def __init__(self, path: str | Path, reason: str, detail: str = "") -> None:
+        self.path = Path(path)
+        self.reason = reason
+        message = f"{path}: {reason}" + (f" ({detail})" if detail else "")
+        super().__init__(" ".join(message.split()))  # one line, whatever the decoder said
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """All image files under `folder`, recursively, in a sorted (reproducible) order.
+
+    Hidden files and folders are skipped: they are ``.ipynb_checkpoints`` copies and the macOS
+    ``._photo.jpg`` metadata files that unzipped archives are full of, never real photos.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such folder")
+    files = [
+        path
+        for path in folder.rglob("*")
+        if path.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+        and path.is_file()
+    ]
+    if not files:
+        extensions = ", ".join(sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS))
+        raise FileNotFoundError(f"{folder}: no image files ({extensions}) in it or its subfolders")
+    return sorted(files, key=lambda path: path.relative_to(folder).as_posix())
+
+
+def load_rgb(
+    path: str | Path, max_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Image.Image:
+    """Open any image file as an RGB image, upright (EXIF orientation applied), or raise ImageLoadError.
+
+    With `max_side`, the result's long side is at most `max_side` (never upscaled: a 1x1 image
+    stays 1x1; resizing to the model's size is the caller's job).
+
+    Memory bound: the size is read from the file header and the file is refused, before
+    decoding, when more than `max_pixels` pixels would be decoded. A JPEG given `max_side` is
+    decoded downscaled (`Image.draft`, by up to 8x per side), so a 12000x12000 photo costs
+    1500x1500 pixels; other formats decode at full size. Peak memory is at most about 12
+    bytes per decoded pixel (measured: 4 for RGB, 8 for RGBA, 12 for grey + alpha), so under
+    500 MB at the default 40 MP. This check replaces PIL's decompression-bomb warning (at
+    89 MP, looser than our default); PIL's hard error above 179 MP still refuses a file even
+    when `max_side` would have shrunk it.
+    """
+    if max_side is not None and max_side < 1:
+        raise ValueError(f"max_side must be a positive number of pixels, got {max_side}")
+    with _open_image(path, max_side, max_pixels) as image:
+        rgb = _decode_rgb(image, path)
+    if max_side is not None:
+        rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return rgb
+
+
+@contextmanager
+def _open_image(path: str | Path, max_side: int | None, max_pixels: int) -> Iterator[Image.Image]:
+    """Read the header only, ask a JPEG to decode downscaled, and refuse what would not fit in memory."""
+    try:
+        file = open(path, "rb")  # closed by the `with` below
+    except OSError as err:
+        raise ImageLoadError(path, "cannot read", err.strerror or str(err)) from err
+    with file:
+        if os.fstat(file.fileno()).st_size == 0:
+            raise ImageLoadError(path, "empty file", "0 bytes")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels decides below
+                image = Image.open(file, formats=_DECODERS)
+        except UnidentifiedImageError as err:
+            raise ImageLoadError(path, "not an image", "cannot identify image file") from err
+        except Image.DecompressionBombError as err:
+            raise ImageLoadError(path, "too large", str(err)) from err
+        except Exception as err:  # a known format with a broken header: PIL raises many types
+            raise ImageLoadError(path, "corrupt", str(err) or type(err).__name__) from err
+        if max_side is not None:
+            _draft(image, max_side / max(image.size))
+        width, height = image.size
+        if width * height > max_pixels:
+            if image.format not in _DRAFTABLE:
+                hint = "only JPEG can be decoded downscaled"
+            else:
+                hint = "pass max_side to decode it downscaled" if max_side is None else "raise max_pixels"
+            raise ImageLoadError(
+                path, "too large", f"{width}x{height} pixels to decode, more than max_pixels={max_pixels:_}; {hint}"
+            )
+        yield image
+
+
+def _draft(image: Image.Image, scale: float) -> None:
+    """Let a JPEG decode at `scale` or a little larger (DCT scaling): cheap, and never smaller."""
+    if image.format in _DRAFTABLE and scale < 1:
+        width, height = image.size
+        image.draft(None, (max(1, math.ceil(width * scale)), max(1, math.ceil(height * scale))))
+
+
+def _decode_rgb(image: Image.Image, path: str | Path) -> Image.Image:
+    """Decode the pixels (this is where truncation shows), turn upright, convert to RGB."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # e.g. an oversized GIF frame
+            image.load()
+            ImageOps.exif_transpose(image, in_place=True)
+            return _to_rgb(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageLoadError(path, "too large", str(err)) from err
+    except Exception as err:  # truncated data, bad EXIF, unsupported mode...: PIL raises many types
+        raise ImageLoadError(path, "corrupt", str(err) or type(err).__name__) from err
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB: alpha over white, 16-bit scaled (PIL's own convert clips at 255)."""
+    if image.mode in _TRANSPARENT_MODES or "transparency" in image.info:
+        rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+        rgb = Image.new("RGB", image.size, (255, 255, 255))
+        rgb.paste(rgba, mask=rgba)  # out = colour * alpha + white * (1 - alpha)
+        return rgb
+    if image.mode in _HIGH_BIT_GRAY_MODES:
+        high_byte = np.asarray(image).clip(0, 65535) >> 8  # as PIL itself reads a 16-bit RGB PNG
+        return Image.fromarray(high_byte.astype(np.uint8)).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def mean_chroma(img: Image.Image) -> float:
+    """Mean colourfulness sqrt(a^2 + b^2) in Lab: about 0 for a grey picture, 10-20 for a typical photo.
+
+    Measured on a copy shrunk to short side 64 (box filter), so it costs the same for any size.
+    """
+    rgb = img if img.mode == "RGB" else _to_rgb(img)
+    scale = _CHROMA_SIDE / min(rgb.size)
+    if scale < 1:
+        size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
+        rgb = rgb.resize(size, Image.Resampling.BOX)
+    pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    ab = rgb_to_lab(pixels)[1:]
+    return ab.square().sum(dim=0).sqrt().mean().item()
+
+
+def is_grayscale(img: Image.Image, threshold: float = GRAYSCALE_CHROMA) -> bool:
+    """True when the picture has (almost) no colour to learn: mean chroma below `threshold`.
+
+    The default agrees with the shared data's MANIFEST (its `grayscale` column); it is not 0
+    because black-and-white photos often carry a faint tint (sepia, scanner or JPEG colour noise).
+    """
+    return mean_chroma(img) < threshold
+
+
+class SkippedImageWarning(UserWarning):
+    """Issued by `scan_images` for each file it leaves out; filter this class to silence them."""
+
+
+@dataclass
+class ScanReport:
+    """What `scan_images` kept, and what it left out and why; ``print(report)`` gives the one-line summary."""
+
+    kept: list[Path] = field(default_factory=list)
+    excluded: dict[str, list[tuple[Path, str]]] = field(default_factory=dict)  # reason -> [(file, message)]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of files left out per reason, most frequent first."""
+        counts = {reason: len(files) for reason, files in self.excluded.items()}
+        return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+    @property
+    def total(self) -> int:
+        return len(self.kept) + sum(self.counts.values())
+
+    def _exclude(self, path: Path, reason: str, message: str) -> None:
+        """Record a left-out file and warn, on behalf of scan_images's caller (hence stacklevel 3)."""
+        self.excluded.setdefault(reason, []).append((path, message))
+        warnings.warn(f"skipping {message}", SkippedImageWarning, stacklevel=3)
+
+    def __str__(self) -> str:
+        summary = f"kept {len(self.kept)} of {self.total}"
+        if self.excluded:
+            summary += ": " + ", ".join(f"{n} {reason}" for reason, n in self.counts.items())
+        return summary
+
+
+def scan_images(
+    files: Iterable[str | Path],
+    *,
+    drop_grayscale: bool = True,
+    max_side: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> ScanReport:
+    """Open every file once and keep those that `load_rgb(file, max_side, max_pixels)` will load.
+
+    Each bad file is left out with a `SkippedImageWarning` naming it and the reason; with
+    `drop_grayscale`, so are grayscale pictures (nothing for a colorizer to learn). Pass the
+    `max_side` and `max_pixels` your data loader will use, so that the size check agrees with it.
+    Cheap: a JPEG is decoded at about short side 64, just enough for the grayscale test.
+    """
+    files = [Path(file) for file in files]
+    report = ScanReport()
+    progress = tqdm(files, desc="checking images", unit="img", disable=len(files) <= _PROGRESS_MIN_FILES)
+    for path in progress:
+        try:
+            with _open_image(path, max_side, max_pixels) as image:
+                _draft(image, _CHROMA_SIDE / min(image.size))  # a no-op if max_side already drafted it
+                rgb = _decode_rgb(image, path)
+        except ImageLoadError as err:
+            report._exclude(path, err.reason, str(err))
+            continue
+        if drop_grayscale and (chroma := mean_chroma(rgb)) < GRAYSCALE_CHROMA:
+            report._exclude(path, "grayscale", f"{path}: grayscale (mean chroma {chroma:.2f} < {GRAYSCALE_CHROMA})")
+            continue
+        report.kept.append(path)
+    return report

@@ -1,0 +1,225 @@
+"""The assignments loop on a two-exercise demo notebook: build, hand out, fill in, grade.
+
+Grading starts a Jupyter kernel (~2 s), so each kind of submission is graded once per module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from colorlab.assignments import (
+    SMOKE_PARAMETERS,
+    add_cli,
+    build_assignments,
+    grade,
+    graded_cells,
+    graded_chapters,
+    grading_notebook,
+    solution_cell,
+    student_version,
+)
+from colorlab.assignments import tests_cell as make_tests_cell  # not collected as a test
+
+DEMO = Path(__file__).parent / "fixtures" / "assignment_demo.ipynb"
+POINTS = {"normalize-lab-tests": 2, "l1-term-tests": 3}
+STUB = "# YOUR CODE HERE\n    raise NotImplementedError()"
+L1_BY_TORCH = "return lam * torch.nn.functional.l1_loss(fake_ab, real_ab)"  # correct, unlike the teacher's text
+L2_INSTEAD_OF_L1 = "return lam * torch.nn.functional.mse_loss(fake_ab, real_ab)"
+NORMALIZE = "return lab[:, :1] / 50 - 1, lab[:, 1:] / 110"
+
+
+def read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def cell_by_id(nb: nbformat.NotebookNode, grade_id: str) -> nbformat.NotebookNode:
+    return next(cell for cell in nb.cells if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def marked_lines(nb: nbformat.NotebookNode, marker: str) -> list[str]:
+    """The non-blank lines between ``### BEGIN <marker>`` and ``### END <marker>`` in the teacher's notebook."""
+    lines, inside = [], False
+    for cell in nb.cells:
+        for line in cell.source.split("\n"):
+            if f"BEGIN {marker}" in line or f"END {marker}" in line:
+                inside = f"BEGIN {marker}" in line
+            elif inside and line.strip():
+                lines.append(line.strip())
+    return lines
+
+
+def cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="colorlab")
+    add_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("course")
+    assert cli("assignments", "build", str(DEMO), "-o", str(out)) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def release(course) -> Path:
+    return course / "release" / "assignment_demo" / "assignment_demo.ipynb"
+
+
+def submit(release: Path, tmp_path: Path, answers: dict[str, str]) -> Path:
+    """A student's copy of the release with `answers` written in place of the stubs."""
+    nb = read(release)
+    for grade_id, answer in answers.items():
+        cell = cell_by_id(nb, grade_id)
+        assert STUB in cell.source
+        cell.source = cell.source.replace(STUB, answer)
+    path = tmp_path / "assignment_demo.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+# --- authoring and building (no kernel) -------------------------------------------------------
+
+
+def test_demo_cells_carry_nbgrader_metadata():
+    nb = read(DEMO)
+    assert {grade_id: cell.metadata.nbgrader.points for grade_id, cell in graded_cells(nb).items()} == POINTS
+    common = {"schema_version": 3, "task": False}
+    assert cell_by_id(nb, "l1-term").metadata.nbgrader == {
+        "grade": False, "solution": True, "locked": False, "grade_id": "l1-term", **common
+    }
+    assert cell_by_id(nb, "l1-term-tests").metadata.nbgrader == {
+        "grade": True, "solution": False, "locked": True, "grade_id": "l1-term-tests", "points": 3, **common
+    }
+
+
+def test_build_writes_nbgrader_source_and_release_layout(course):
+    assert sorted(str(path.relative_to(course)) for path in course.rglob("*.ipynb")) == [
+        "release/assignment_demo/assignment_demo.ipynb",
+        "source/assignment_demo/assignment_demo.ipynb",
+    ]
+    assert (course / "source" / "assignment_demo" / "assignment_demo.ipynb").read_bytes() == DEMO.read_bytes()
+
+
+def test_release_keeps_no_solution_and_no_hidden_test(release):
+    text = release.read_text()
+    assert "# YOUR CODE HERE" in text and "raise NotImplementedError()" in text
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS"):
+        assert marker not in text
+    teacher = read(DEMO)
+    solution_lines, hidden_lines = marked_lines(teacher, "SOLUTION"), marked_lines(teacher, "HIDDEN TESTS")
+    assert len(solution_lines) == 4 and len(hidden_lines) == 6
+    for line in solution_lines + hidden_lines:
+        assert json.dumps(line)[1:-1] not in text, line  # as it would be written in the JSON file
+
+
+def test_release_keeps_the_exercise_scaffold_and_locks_graded_cells(release):
+    student, teacher = read(release), read(DEMO)
+    assert len(student.cells) == len(teacher.cells)
+    solution = cell_by_id(student, "normalize-lab")
+    assert solution.source.startswith("def normalize(lab: torch.Tensor)") and solution.source.endswith(STUB)
+    assert solution.metadata.deletable is False and "editable" not in solution.metadata
+    tests = cell_by_id(student, "normalize-lab-tests")
+    assert "assert L.shape ==" in tests.source  # visible tests stay visible
+    assert tests.metadata.deletable is False and tests.metadata.editable is False
+    assert all(cell.outputs == [] for cell in student.cells if cell.cell_type == "code")
+
+
+def test_solution_cell_without_markers_is_replaced_whole():
+    nb = nbformat.v4.new_notebook(cells=[solution_cell("answer = 42", "answer")])
+    assert student_version(nb).cells[0].source == "# YOUR CODE HERE\nraise NotImplementedError()"
+
+
+@pytest.mark.parametrize(
+    ("cells", "message"),
+    [
+        ([nbformat.v4.new_code_cell("### BEGIN SOLUTION\nx = 1\n### END SOLUTION")], "not marked as a solution"),
+        ([solution_cell("### BEGIN HIDDEN TESTS\nassert x\n### END HIDDEN TESTS", "x")], "not marked as a tests"),
+        ([solution_cell("### BEGIN SOLUTION\nx = 1", "x")], "without 'END SOLUTION'"),
+        ([make_tests_cell("assert x", "x", 1), make_tests_cell("assert y", "x", 1)], "its own grade_id"),
+        ([make_tests_cell("assert x", "x", -1)], "points >= 0"),
+    ],
+)
+def test_malformed_markers_are_rejected(cells, message):
+    with pytest.raises(ValueError, match=message):
+        student_version(nbformat.v4.new_notebook(cells=cells))
+
+
+def test_grading_restores_the_teachers_tests_and_injects_declared_parameters(release):
+    submission = read(release)
+    cell_by_id(submission, "l1-term-tests").source = "pass  # the student 'fixed' the test"
+    teacher = read(DEMO)
+    graded = grading_notebook(submission, teacher, SMOKE_PARAMETERS)
+    for grade_id in POINTS:
+        assert cell_by_id(graded, grade_id).source == cell_by_id(teacher, grade_id).source
+    assert cell_by_id(graded, "l1-term").source.endswith(STUB)  # the student's answer is graded as is
+    parameters_at = next(i for i, cell in enumerate(graded.cells) if "parameters" in cell.metadata.get("tags", []))
+    injected = graded.cells[parameters_at + 1]
+    assert injected.metadata.tags == ["injected-parameters"]
+    assert injected.source.splitlines()[1:] == ["size = 64", "seed = 0"]  # the demo declares no epochs etc.
+
+
+# --- grading (one kernel per submission) ------------------------------------------------------
+
+
+def scores(report) -> dict[str, float]:
+    return {exercise.grade_id: exercise.points for exercise in report.exercises}
+
+
+def test_teacher_version_scores_full_marks(tmp_path, capsys):
+    report_path = tmp_path / "report.json"
+    assert cli("assignments", "grade", str(DEMO), "--source", str(DEMO), "--json", str(report_path)) == 0
+    table = capsys.readouterr().out
+    assert "normalize-lab-tests" in table and "total" in table and "5/5" in table
+    report = json.loads(report_path.read_text())
+    assert (report["points"], report["max_points"]) == (5, 5)
+    assert [(e["grade_id"], e["points"], e["error"]) for e in report["exercises"]] == [
+        ("normalize-lab-tests", 2, None),
+        ("l1-term-tests", 3, None),
+    ]
+
+
+def test_student_version_scores_zero_without_stopping_the_grader(release):
+    report = grade(release, DEMO)
+    assert scores(report) == {"normalize-lab-tests": 0, "l1-term-tests": 0}
+    assert (report.points, report.max_points) == (0, 5)
+    assert all(exercise.error == "NotImplementedError" for exercise in report.exercises)
+
+
+def test_one_exercise_filled_in_scores_exactly_its_points(release, tmp_path):
+    report = grade(submit(release, tmp_path, {"l1-term": L1_BY_TORCH}), DEMO)
+    assert scores(report) == {"normalize-lab-tests": 0, "l1-term-tests": 3}
+    assert report.points == 3
+
+
+def test_l2_instead_of_l1_loses_the_exercise(release, tmp_path):
+    report = grade(submit(release, tmp_path, {"normalize-lab": NORMALIZE, "l1-term": L2_INSTEAD_OF_L1}), DEMO)
+    assert scores(report) == {"normalize-lab-tests": 2, "l1-term-tests": 0}
+    assert report.exercises[1].error == "AssertionError: not lambda * L1"  # caught by a hidden test
+    assert "l1-term-tests" in report.format_table() and "AssertionError" in report.format_table()
+
+
+# --- the book's graded chapters ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("chapter", graded_chapters(), ids=lambda path: path.stem)
+def test_chapter_has_graded_exercises_and_a_clean_student_version(chapter):
+    teacher = read(chapter)
+    assert len(graded_cells(teacher)) >= 2
+    text = nbformat.writes(student_version(teacher))
+    for line in marked_lines(teacher, "SOLUTION") + marked_lines(teacher, "HIDDEN TESTS"):
+        assert json.dumps(line)[1:-1] not in text, line
+
+
+@pytest.mark.slow
+@pytest.mark.book
+@pytest.mark.parametrize("chapter", graded_chapters(), ids=lambda path: path.stem)
+def test_chapter_teacher_version_scores_full_marks(chapter):
+    report = grade(chapter, chapter)
+    assert report.points == report.max_points, report.format_table()
