@@ -1,0 +1,220 @@
+"""The book: chapter conventions, clean sources, smoke execution with papermill, and the HTML build.
+
+Chapters are discovered from _toc.yml, so a new chapter is tested as soon as it is listed.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from jupyter_book.config import get_final_config
+from papermill.exceptions import PapermillExecutionError
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("build_book", ROOT / "tools" / "build_book.py")
+build_book = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build_book)
+
+pytestmark = pytest.mark.book
+
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+REPOSITORY = CONFIG["repository"]["url"]  # https://github.com/<org>/<repo>
+COLAB = f"https://colab.research.google.com/github/{REPOSITORY.removeprefix('https://github.com/')}/blob/main"
+CHAPTERS = build_book.toc_chapters()
+TEMPLATE = ROOT / "book" / "_template.ipynb"
+STUB = ROOT / "book" / "01_lab_colour.ipynb"  # the chapter that validates `size`
+NOTEBOOKS = sorted((ROOT / "book").rglob("*.ipynb"))  # every committed notebook, template included
+REQUIRED_PARAMETERS = set(build_book.SMOKE_PARAMETERS)
+
+# Chapters explain and call colorlab; code that re-implements it belongs in the library.
+# Graded exercises (cells with nbgrader metadata, see book/teaching.md) are exempt: there the
+# student writes such code on purpose and hidden tests compare it with colorlab's.
+FORBIDDEN_CODE = {
+    r"class\s+\w+\s*\(.*nn\.Module": "defines a model (put it in colorlab.models)",
+    r"def\s+\w*loss\w*\s*\(": "defines a loss (put it in colorlab.losses)",
+    r"rgb2lab": "converts to Lab itself (use colorlab.color)",
+    r"\.backward\(": "runs a training loop (use colorlab.train)",
+}
+
+
+def _ids(paths):
+    return [path.name for path in paths]
+
+
+def _code_cells(notebook: Path):
+    return [cell for cell in nbformat.read(notebook, as_version=4).cells if cell.cell_type == "code"]
+
+
+def _parameter_defaults(cell) -> dict:
+    return {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in ast.parse(cell.source).body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+    }
+
+
+# --- table of contents and configuration ---------------------------------------------------
+
+
+def test_toc_starts_at_the_landing_page_and_lists_only_existing_pages():
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
+    assert toc["format"] == "jb-book"
+    pages = build_book.toc_pages()  # raises FileNotFoundError for a listed page that is missing
+    assert pages[0] == ROOT / "book" / "index.md"
+    assert STUB in CHAPTERS
+
+
+def test_toc_discovery_fails_on_a_missing_page(tmp_path):
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: index\nchapters:\n  - file: gone\n")
+    (tmp_path / "index.md").write_text("# Home\n")
+    with pytest.raises(FileNotFoundError, match="gone"):
+        build_book.toc_pages(tmp_path)
+
+
+def test_every_chapter_notebook_is_listed_in_the_toc():
+    chapter_files = {path for path in (ROOT / "book").glob("*.ipynb") if not path.name.startswith("_")}
+    assert chapter_files == set(CHAPTERS)
+    for chapter in CHAPTERS:
+        assert re.fullmatch(r"\d\d_[a-z0-9_]+\.ipynb", chapter.name), chapter.name
+
+
+def test_config_renders_pre_executed_notebooks_offline():
+    sphinx, _ = get_final_config(
+        user_yaml=ROOT / "_config.yml",
+        cli_config={"latex_individualpages": False},
+        sourcedir=ROOT,
+        raise_on_invalid=True,
+    )
+    assert CONFIG["execute"]["execute_notebooks"] == "off"  # quoted: unquoted `off` is YAML's False
+    assert sphinx["nb_execution_mode"] == "off"  # Sphinx never executes; build_book.py does
+    assert sphinx["external_toc_exclude_missing"] is True  # only_build_toc_files
+    assert not sphinx.get("intersphinx_mapping"), "intersphinx fetches over the network"
+    theme = sphinx["html_theme_options"]
+    assert theme["repository_url"] == "https://github.com/colorlab-book/colorlab"
+    assert theme["repository_branch"] == "main"
+    assert theme["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
+    assert theme["launch_buttons"]["binderhub_url"] == "https://mybinder.org"
+
+
+# --- chapter conventions and clean sources --------------------------------------------------
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_follows_the_chapter_convention(notebook):
+    cells = nbformat.read(notebook, as_version=4).cells
+    title, parameters, setup = cells[:3]
+
+    assert title.cell_type == "markdown" and title.source.startswith("# ")
+    path_in_repo = notebook.relative_to(ROOT).as_posix()
+    assert f"({COLAB}/{path_in_repo})" in title.source, "the Colab badge must open this very file"
+
+    tagged = [cell for cell in cells if "parameters" in cell.metadata.get("tags", [])]
+    assert tagged == [parameters], "cell 2, and only cell 2, is tagged `parameters`"
+    defaults = _parameter_defaults(parameters)
+    assert REQUIRED_PARAMETERS <= set(defaults), f"missing {REQUIRED_PARAMETERS - set(defaults)}"
+    assert defaults["device"] == "auto" and defaults["smoke"] is False
+
+    assert setup.cell_type == "code"
+    assert '"google.colab" in sys.modules' in setup.source
+    assert f"git+{REPOSITORY}" in setup.source
+    assert re.search(r"^from colorlab import|^import colorlab", setup.source, re.MULTILINE)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_committed_notebook_has_no_outputs(notebook):
+    for index, cell in enumerate(_code_cells(notebook)):
+        assert cell.outputs == [] and cell.execution_count is None, f"code cell {index}: clear outputs"
+        assert "injected-parameters" not in cell.metadata.get("tags", []), "a papermill output was committed"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_imports_colorlab_instead_of_reimplementing_it(notebook):
+    for index, cell in enumerate(_code_cells(notebook)):
+        if "nbgrader" in cell.metadata:
+            continue
+        for pattern, problem in FORBIDDEN_CODE.items():
+            assert not re.search(pattern, cell.source, re.IGNORECASE), f"code cell {index} {problem}"
+
+
+# --- execution -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kernel():
+    build_book.check_kernel()
+
+
+def test_kernel_check_rejects_a_kernel_from_another_environment(tmp_path, monkeypatch):
+    spec = tmp_path / "kernels" / "python3" / "kernel.json"
+    spec.parent.mkdir(parents=True)
+    stale = {"argv": ["/deleted/venv/bin/python", "-m", "ipykernel_launcher"], "display_name": "old",
+             "language": "python"}
+    spec.write_text(json.dumps(stale))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))  # searched before every other kernel folder
+    with pytest.raises(SystemExit, match="cannot import colorlab"):
+        build_book.check_kernel()
+
+
+@pytest.mark.parametrize("notebook", [*CHAPTERS, TEMPLATE], ids=_ids([*CHAPTERS, TEMPLATE]))
+def test_notebook_runs_with_smoke_parameters(notebook, tmp_path, kernel):
+    executed = tmp_path / notebook.name
+    build_book.execute_chapter(notebook, executed, build_book.SMOKE_PARAMETERS)
+
+    assert build_book.error_outputs(executed) == []
+    cells = nbformat.read(executed, as_version=4).cells
+    injected = [cell for cell in cells if "injected-parameters" in cell.metadata.get("tags", [])]
+    assert len(injected) == 1 and "size = 64" in injected[0].source  # the smoke values reached the kernel
+
+
+def test_a_bad_parameter_makes_the_chapter_fail(tmp_path, kernel):
+    with pytest.raises(PapermillExecutionError) as failure:
+        build_book.execute_chapter(STUB, tmp_path / STUB.name, {**build_book.SMOKE_PARAMETERS, "size": -7})
+    assert failure.value.ename == "ValueError" and "size" in failure.value.evalue
+
+
+def test_build_names_the_failing_chapter_and_skips_the_html(tmp_path, capsys, kernel):
+    status = build_book.main(["--smoke", "-p", "size", "-7", "--path-output", str(tmp_path)])
+
+    assert status == 1
+    assert "book/01_lab_colour.ipynb: cell" in capsys.readouterr().err
+    assert not (tmp_path / "_build" / "html").exists()
+
+
+def test_build_rejects_a_parameter_no_chapter_declares(tmp_path, capsys):
+    assert build_book.main(["-p", "sizee", "64", "--path-output", str(tmp_path)]) == 2
+    assert "sizee" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [("64", 64), ("0.5", 0.5), ("true", True), ("False", False), ("None", None), ("cuda", "cuda"), ("/x/y", "/x/y")],
+)
+def test_command_line_values_are_parsed_like_papermill(text, value):
+    assert build_book.parse_value(text) == value and type(build_book.parse_value(text)) is type(value)
+
+
+@pytest.mark.slow
+def test_build_writes_html_with_the_figures(tmp_path, kernel):
+    assert build_book.main(["--smoke", "--path-output", str(tmp_path)]) == 0
+
+    html = tmp_path / "_build" / "html"
+    assert (html / "index.html").is_file()
+    for chapter in build_book.toc_chapters(tmp_path / "_build" / "src"):
+        page = (html / chapter.relative_to(tmp_path / "_build" / "src")).with_suffix(".html").read_text()
+        figures = sum(
+            "image/png" in output.get("data", {})
+            for cell in _code_cells(chapter)
+            for output in cell.outputs
+        )
+        assert len(re.findall(r'<img [^>]*src="(?:\.\./)+_images/[^"]+\.png"', page)) >= figures
+        assert "ipythontb" not in page  # an error output would render as a traceback
+    stub_page = (html / "book" / "01_lab_colour.html").read_text()
+    assert re.search(r'<img [^>]*src="\.\./_images/[^"]+\.png"', stub_page)
+    assert f"{COLAB}/book/01_lab_colour.ipynb" in stub_page  # the launch button

@@ -1,0 +1,235 @@
+"""Build the HTML book: execute every chapter with papermill, then render with Jupyter Book.
+
+The committed notebooks carry no outputs (small diffs, no stale results). This script
+copies the book to a staging folder, executes the copies there, and renders those, so
+every number and figure in the HTML comes from running the code as published.
+
+    python tools/build_book.py                    # the chapters' own defaults (sized for a CPU)
+    python tools/build_book.py --smoke            # tiny run that exercises every cell (CI)
+    python tools/build_book.py --device cuda -p epochs 20 -p size 256
+
+Output: _build/src (executed copies) and _build/html/index.html under --path-output
+(default: the repository root). Exit status 1 if a chapter raises or the build warns,
+2 for a parameter that no chapter declares.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import papermill
+import yaml
+from papermill.exceptions import PapermillExecutionError
+
+from colorlab.assignments import SMOKE_PARAMETERS  # the smallest run of every cell, as the grader uses
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")  # what the staging folder gets
+KERNEL = "python3"
+
+
+def toc_pages(root: Path = REPO_ROOT) -> list[Path]:
+    """Every page listed in `root/_toc.yml`, in reading order, with its real suffix."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text(encoding="utf-8"))
+    return [_existing_page(root, entry) for entry in [toc["root"], *_toc_entries(toc)]]
+
+
+def toc_chapters(root: Path = REPO_ROOT) -> list[Path]:
+    """The notebooks among the pages: what gets executed."""
+    return [page for page in toc_pages(root) if page.suffix == ".ipynb"]
+
+
+def _toc_entries(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if "file" in node:
+            yield node["file"]
+        for key in ("parts", "chapters", "sections"):
+            for child in node.get(key, []):
+                yield from _toc_entries(child)
+
+
+def _existing_page(root: Path, entry: str) -> Path:
+    stem = root / entry
+    for page in (stem, stem.with_suffix(".ipynb"), stem.with_suffix(".md")):
+        if page.is_file():
+            return page
+    raise FileNotFoundError(f"_toc.yml lists {entry!r}, but no {entry}.ipynb or {entry}.md exists")
+
+
+def parse_value(text: str) -> Any:
+    """Command-line text to a Python value, as papermill's `-p` does: '64' -> 64, 'true' -> True."""
+    keywords = {"true": True, "false": False, "none": None}
+    if text.lower() in keywords:
+        return keywords[text.lower()]
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def declared_parameters(notebook: Path) -> set[str]:
+    """Names assigned in the notebook's `parameters` cell."""
+    return set(papermill.inspect_notebook(str(notebook)))
+
+
+def execute_chapter(notebook: Path, output: Path, parameters: dict[str, Any]) -> None:
+    """Run `notebook` into `output` (may be the same file), passing only the parameters it declares.
+
+    Passing undeclared names would make papermill warn and the chapter silently ignore them.
+    Raises PapermillExecutionError naming the failing cell if the chapter raises.
+    """
+    declared = declared_parameters(notebook)
+    papermill.execute_notebook(
+        str(notebook),
+        str(output),
+        parameters={name: value for name, value in parameters.items() if name in declared},
+        kernel_name=KERNEL,
+        cwd=str(notebook.parent),
+        progress_bar=False,
+    )
+
+
+def error_outputs(notebook: Path) -> list[str]:
+    """'cell N: Name: message' for every error output, including cells tagged raises-exception."""
+    nb = nbformat.read(notebook, as_version=4)
+    return [
+        f"cell {index}: {output.get('ename')}: {output.get('evalue')}"
+        for index, cell in enumerate(nb.cells)
+        for output in cell.get("outputs", [])
+        if output.get("output_type") == "error"
+    ]
+
+
+def check_kernel() -> None:
+    """Fail early, with the fix, if the `python3` kernel is missing or cannot import colorlab.
+
+    A kernel spec left behind by another environment is the usual way a fresh checkout
+    executes chapters with the wrong interpreter.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec(KERNEL)
+    except NoSuchKernel:
+        sys.exit(f"No '{KERNEL}' Jupyter kernel: run `{sys.executable} -m pip install ipykernel`.")
+    interpreter = spec.argv[0]
+    if interpreter in {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info)}:
+        interpreter = sys.executable  # jupyter_client launches these names as the current interpreter
+    try:
+        probe = subprocess.run([interpreter, "-c", "import colorlab"], capture_output=True)
+        imports_colorlab = probe.returncode == 0
+    except OSError:  # e.g. the interpreter of a deleted virtual environment
+        imports_colorlab = False
+    if not imports_colorlab:
+        sys.exit(
+            f"The '{KERNEL}' kernel runs {interpreter}, which cannot import colorlab. "
+            f"Point it at this environment: `{sys.executable} -m ipykernel install --user`."
+        )
+
+
+def stage(staging: Path, root: Path = REPO_ROOT) -> None:
+    """Fresh copy of the book sources in `staging`, so executing never touches the committed files."""
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    for name in BOOK_SOURCES:
+        source = root / name
+        if source.is_dir():
+            ignore = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__")
+            shutil.copytree(source, staging / name, ignore=ignore)
+        else:
+            shutil.copy2(source, staging / name)
+
+
+def execute_chapters(chapters: Sequence[Path], parameters: dict[str, Any], root: Path) -> list[str]:
+    """Execute each chapter in place; print a progress line each; return one line per failure."""
+    failures = []
+    for number, chapter in enumerate(chapters, start=1):
+        name = chapter.relative_to(root).as_posix()
+        label = f"[{number}/{len(chapters)}] {name}"
+        print(f"{label}: running", flush=True)  # a line of its own: the kernel may print too
+        start = time.perf_counter()
+        try:
+            execute_chapter(chapter, chapter, parameters)
+            problem = "; ".join(error_outputs(chapter))
+        except PapermillExecutionError as error:
+            problem = f"cell {error.cell_index}: {error.ename}: {error.evalue}"
+        seconds = time.perf_counter() - start
+        print(f"{label}: {'FAILED' if problem else 'ok'} in {seconds:.1f} s", flush=True)
+        if problem:
+            failures.append(f"{name}: {problem}")
+    return failures
+
+
+def build_html(source: Path, path_output: Path) -> int:
+    """Render with Jupyter Book; warnings are errors. The HTML lands in path_output/_build/html."""
+    # Run the CLI with this interpreter (there is no `python -m jupyter_book`).
+    command = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())"]
+    arguments = ["build", str(source), "--path-output", str(path_output), "-W", "--keep-going", "--all"]
+    return subprocess.run(command + arguments).returncode
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help=f"use the smoke parameters {SMOKE_PARAMETERS}")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="override one parameter in every chapter that declares it (repeatable)",
+    )
+    parser.add_argument("--device", help="shorthand for -p device DEVICE (e.g. cuda, cpu)")
+    parser.add_argument(
+        "--path-output",
+        type=Path,
+        default=REPO_ROOT,
+        help="folder that receives _build/ (default: the repository root)",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    parameters = dict(SMOKE_PARAMETERS) if args.smoke else {}
+    parameters.update({name: parse_value(value) for name, value in args.parameter})
+    if args.device:
+        parameters["device"] = args.device
+
+    build_dir = args.path_output.resolve() / "_build"
+    staging = build_dir / "src"
+    stage(staging)
+    chapters = toc_chapters(staging)
+    declared = set().union(*(declared_parameters(chapter) for chapter in chapters))
+    unknown = sorted({name for name, _ in args.parameter} - declared)
+    if unknown:
+        print(f"No chapter declares the parameter(s) {', '.join(unknown)}.", file=sys.stderr)
+        return 2
+
+    check_kernel()
+    print(f"Executing {len(chapters)} chapter(s) in {staging} with {parameters or 'their own defaults'}")
+    failures = execute_chapters(chapters, parameters, staging)
+    if failures:
+        print("\nChapters that failed (the HTML was not built):", *failures, sep="\n  ", file=sys.stderr)
+        return 1
+
+    if build_html(staging, args.path_output.resolve()) != 0:
+        print("\nJupyter Book reported warnings or errors (see above).", file=sys.stderr)
+        return 1
+    print(f"\nThe book is at {build_dir / 'html' / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
