@@ -5,7 +5,7 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check
 .PHONY: install book test demo bench assignments clean
 
 install:
-	$(PYTHON) -m pip install $(PIP_FLAGS) -e ".[dev]"
+	$(PYTHON) -m pip install $(PIP_FLAGS) -e ".[dev]" -c constraints.txt
 
 ## The main job: execute every chapter (sized for this machine) and build the HTML book into _build/html.
 book: install
