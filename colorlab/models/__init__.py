@@ -10,7 +10,7 @@ from torch import nn
 
 from .patchgan import PatchDiscriminator, receptive_field
 from .resnet_unet import AUTO, IMAGENET, WeightsUnavailableError, resnet18_unet
-from .unet import Unet, UnetBlock
+from .unet import Unet, UnetBlock, shape_trace
 
 ARCHITECTURES = ("baseline", "resnet18")
 MAX_UNET_DOWNSAMPLINGS = 8
@@ -78,5 +78,5 @@ def count_parameters(net: nn.Module) -> int:
 __all__ = [
     "ARCHITECTURES", "AUTO", "IMAGENET", "PatchDiscriminator", "Unet", "UnetBlock", "WeightsUnavailableError",
     "build_discriminator", "build_generator", "check_size", "count_parameters", "generator_spec",
-    "init_weights", "receptive_field", "resnet18_unet", "unet_depth",
+    "init_weights", "receptive_field", "resnet18_unet", "shape_trace", "unet_depth",
 ]

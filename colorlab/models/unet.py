@@ -75,3 +75,39 @@ class Unet(nn.Module):
             raise ValueError(f"U-Net with {self.n_down} downsamplings needs sides that are multiples of "
                              f"{stride}, got {tuple(x.shape[-2:])}")
         return self.model(x)
+
+
+def shape_trace(net: Unet, size: int) -> list[tuple[str, tuple[int, ...]]]:
+    """(step, (C, H, W)) for one `size` px image on its way down the U and back up: the
+    sizes that the recursive construction hides, for printing.
+
+    Steps: "input", "down k" (after level k's down-conv; level 1 is the outermost),
+    "up k" (after its up-conv) and "skip k" (up k concatenated with the level's input: the
+    skip connection doubles the channels). Recorded with forward hooks during one no-grad
+    pass in eval mode; the network's train/eval mode is restored afterwards.
+    """
+    in_channels = net.model.model[0].in_channels
+    trace: list[tuple[str, tuple[int, ...]]] = [("input", (in_channels, size, size))]
+
+    def record(step: str):
+        return lambda module, inputs, output: trace.append((step, tuple(output.shape[1:])))
+
+    hooks = []
+    blocks = [m for m in net.modules() if isinstance(m, UnetBlock)]  # outermost first
+    for level, block in enumerate(blocks, start=1):
+        for layer in block.model:
+            if isinstance(layer, nn.ConvTranspose2d):
+                hooks.append(layer.register_forward_hook(record(f"up {level}")))
+            elif isinstance(layer, nn.Conv2d):
+                hooks.append(layer.register_forward_hook(record(f"down {level}")))
+        if not block.outermost:
+            hooks.append(block.register_forward_hook(record(f"skip {level}")))
+    was_training = net.training
+    try:
+        with torch.no_grad():
+            net.eval()(torch.zeros(1, in_channels, size, size))
+    finally:
+        net.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return trace
