@@ -1,43 +1,72 @@
-"""The `colorlab` command: train a recipe, colorize photos, build and grade assignments."""
+"""The `colorlab` command: train a recipe, colorize photos, build and grade assignments.
+
+Exit codes: 0 done; 1 `colorize` failed on some inputs (one `error:` line each, the others are
+written); 2 a bad argument, data source or checkpoint (one `error:` line, no traceback);
+130 interrupted by Ctrl-C or SIGTERM (`train` saves a checkpoint first: rerun with --resume).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from pathlib import Path
+import warnings
+from contextlib import contextmanager
 
+from .models import IMAGENET
 from .recipes import RECIPES, RunConfig
+from .train import pick_device
 
 
 def _weights(value: str) -> str | None:
     return None if value.lower() == "none" else value
 
 
+def _device(value: str) -> str:
+    """Refuse a device this machine lacks while parsing, before any data is read."""
+    try:
+        pick_device(value)
+    except RuntimeError as err:
+        raise argparse.ArgumentTypeError(str(err).splitlines()[0]) from None
+    return value
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train one of the seed's recipes and evaluate it",
                        description="Train a recipe; writes checkpoints, metrics.json, losses.png and samples.png.")
     p.add_argument("--recipe", choices=RECIPES, default="resnet18")
-    p.add_argument("--data", default="coco", help="coco | offline | shared | a folder of photos (default: coco)")
-    p.add_argument("--offline", action="store_true", help="shorthand for --data offline --weights none")
+    p.add_argument("--data", default=None,
+                   help="coco | offline | shared | a folder of photos (default: coco; offline with --offline)")
+    p.add_argument("--offline", action="store_true",
+                   help="no downloads: --data offline (unless --data names a local source) and --weights none")
     p.add_argument("--n-images", type=int, default=None, help="cap on train+val images (default: all; coco: 10000)")
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--epochs", type=int, default=20, help="GAN epochs")
     p.add_argument("--pretrain-epochs", type=int, default=20, help="L1-only epochs (resnet18 recipe)")
-    p.add_argument("--weights", type=_weights, default="imagenet",
-                   help="resnet18 backbone: imagenet | none | path/to/resnet18.pth")
+    p.add_argument("--weights", type=_weights, default=IMAGENET,
+                   help="resnet18 backbone: imagenet | none | path/to/resnet18.pth (default: imagenet)")
     p.add_argument("--gan-mode", choices=("vanilla", "lsgan"), default="vanilla")
     p.add_argument("--lambda-l1", type=float, default=100.0)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:1 ...")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=None)
     p.add_argument("--out", default=None, help="run folder (default: runs/RECIPE)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
 
 
+def _offline_sources(args) -> tuple[str, str | None]:
+    """(data, weights) of `train`: --offline keeps local choices and refuses the downloading ones."""
+    if not args.offline:
+        return args.data or "coco", args.weights
+    if args.data == "coco":
+        raise ValueError("--offline cannot train on --data coco (a download); use offline, shared or a folder")
+    weights = None if args.weights == IMAGENET else args.weights  # a local .pth file needs no download
+    return args.data or "offline", weights
+
+
 def _train(args) -> int:
-    data, weights = ("offline", None) if args.offline else (args.data, args.weights)
+    data, weights = _offline_sources(args)
     n_images = args.n_images if args.n_images is not None else (10_000 if data == "coco" else None)
     config = RunConfig(recipe=args.recipe, data=data, n_images=n_images, size=args.size,
                        batch_size=args.batch_size, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
@@ -57,7 +86,7 @@ def _add_colorize(sub) -> None:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--out", required=True, help="output folder for the *_color.png files")
     p.add_argument("--checkpoint", required=True, help="a colorlab checkpoint (gan.pt or pretrain.pt)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:1 ...")
 
 
 def _colorize(args) -> int:
@@ -65,13 +94,14 @@ def _colorize(args) -> int:
 
     written, failures = colorize_files(args.inputs, args.out, args.checkpoint, device=args.device)
     for _, message in failures:
-        print(f"error: {message}", file=sys.stderr)
+        print(f"colorlab colorize: error: {message}", file=sys.stderr)
     print(f"colorized {len(written)} of {len(written) + len(failures)} images into {args.out}")
     return 1 if failures else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="colorlab", description=__doc__)
+    parser = argparse.ArgumentParser(prog="colorlab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_colorize(sub)
@@ -89,15 +119,45 @@ def main(argv: list[str] | None = None) -> int:
     from .models import WeightsUnavailableError
     from .train import NonFiniteLossError
 
-    expected = (ValueError, FileNotFoundError, DataUnavailableError, WeightsUnavailableError, NonFiniteLossError)
+    # Our own clear messages (ImageLoadError and CheckpointError are ValueErrors), and the
+    # system's (missing file, permission denied, disk full): one line, no traceback.
+    expected = (ValueError, OSError, DataUnavailableError, WeightsUnavailableError, NonFiniteLossError)
     try:
-        return handlers[args.command](args)
-    except expected as err:  # our own clear messages: print them without a traceback
-        print(f"colorlab {args.command}: error: {err}", file=sys.stderr)
+        with _skipped_images_one_per_line(f"colorlab {args.command}"):
+            return handlers[args.command](args)
+    except expected as err:
+        print(f"colorlab {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as err:
-        print(f"colorlab {args.command}: {err or 'interrupted'}", file=sys.stderr)
+    except KeyboardInterrupt as err:  # training has saved a checkpoint first (see colorlab.train)
+        hint = "; run the same command with --resume to continue" if args.command == "train" else ""
+        print(f"colorlab {args.command}: {_one_line(err) or 'interrupted'}{hint}", file=sys.stderr)
         return 130
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
+
+
+@contextmanager
+def _skipped_images_one_per_line(prefix: str):
+    """Show each skipped image as `<prefix>: warning: <file>: <reason>`, without Python's source line.
+
+    A bad photo in a folder is expected, not a bug in the code that noticed it. Other warnings
+    keep their usual format; `warnings.catch_warnings` restores everything afterwards.
+    """
+    from .io import SkippedImageWarning
+
+    with warnings.catch_warnings():
+        show_others = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, SkippedImageWarning):
+                print(f"{prefix}: warning: {message}", file=file or sys.stderr)
+            else:
+                show_others(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
 
 
 if __name__ == "__main__":

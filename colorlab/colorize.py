@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import load_generator
 from .color import lab_to_rgb, normalize_lab, rgb_to_lab, AB_SCALE
-from .io import IMAGE_EXTENSIONS, ImageLoadError, load_rgb
+from .io import ImageLoadError, list_images, load_rgb
 from .train import pick_device
 
 MAX_SIDE = 4096  # larger photos are downscaled on load: bounds memory to ~0.5 GB per image
@@ -40,38 +40,61 @@ def colorize_image(generator: nn.Module, image: Image.Image, size: int, device: 
     return Image.fromarray((out.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8))
 
 
-def expand_inputs(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, folders expanded to their images (sorted); missing files are kept, to be reported."""
+def expand_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """(files, failures): files as given, folders expanded to their images (`io.list_images`).
+
+    A missing file is kept, for `load_rgb` to report; a folder without images is a failure.
+    """
     paths: list[Path] = []
+    failures: list[tuple[Path, str]] = []
     for item in map(Path, inputs):
-        if item.is_dir():
-            paths += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-        else:
+        if not item.is_dir():
             paths.append(item)
-    return paths
+            continue
+        try:
+            paths += list_images(item)
+        except FileNotFoundError as err:
+            failures.append((item, str(err)))
+    return paths, failures
 
 
 def colorize_files(
     inputs: list[str | Path], out_dir: str | Path, checkpoint: str | Path, device: str | torch.device = "auto"
 ) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Colorize every input file into `out_dir` as PNG: (written, failures).
+    """Colorize every input file (or folder of images) into `out_dir` as PNG: (written, failures).
 
-    A bad file is reported and skipped; the others are still processed.
+    A bad file is a failure `(path, one-line message)` and the others are still processed;
+    a bad checkpoint or output folder raises before any work (FileNotFoundError, ValueError).
+    Outputs are named `<stem>_color.png`, `<stem>_2_color.png`... when two inputs share a stem.
     """
+    if isinstance(inputs, (str, Path)) or not inputs:
+        raise ValueError(f"inputs must be a non-empty list of image files or folders, got {inputs!r}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: the output folder exists and is not a folder")
     device = pick_device(device)
     generator, spec = load_generator(checkpoint, map_location=device)
     generator.to(device)
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written, failures = [], []
-    paths = expand_inputs(inputs)
+    written: list[Path] = []
+    taken: set[Path] = set()
+    paths, failures = expand_inputs(inputs)
     for path in tqdm(paths, desc="colorize", disable=len(paths) < 2):
         try:
             result = colorize_image(generator, load_rgb(path, max_side=MAX_SIDE), spec["size"], device)
         except ImageLoadError as err:
             failures.append((path, str(err)))
             continue
-        target = out_dir / f"{path.stem}_color.png"
+        target = _unused_name(out_dir, path.stem, taken)
         result.save(target)
         written.append(target)
+        taken.add(target)
     return written, failures
+
+
+def _unused_name(out_dir: Path, stem: str, taken: set[Path]) -> Path:
+    """`<stem>_color.png`, numbered when an earlier input of this run already took it (a.jpg, a.png)."""
+    target, n = out_dir / f"{stem}_color.png", 2
+    while target in taken:
+        target, n = out_dir / f"{stem}_{n}_color.png", n + 1
+    return target

@@ -13,6 +13,7 @@ Sources: "coco" (fastai's 10k-image COCO sample, as the seed; needs the internet
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .color import rgb_to_L_ab
-from .io import list_images, load_rgb, scan_images
+from .io import ImageLoadError, SkippedImageWarning, list_images, load_rgb, scan_images
 
 SOURCES = ("offline", "shared", "coco")
 OFFLINE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
@@ -29,7 +30,7 @@ CACHE_DIR = Path(os.environ.get("COLORLAB_CACHE", Path.home() / ".cache" / "colo
 
 
 class DataUnavailableError(RuntimeError):
-    """A data source cannot be reached (e.g. the COCO download on an offline machine)."""
+    """A data source cannot be reached (e.g. the COCO download on an offline machine) or has no usable images."""
 
 
 def shared_data_dir() -> Path | None:
@@ -108,7 +109,12 @@ def load_split(
 
     `n_images` caps the total (train + val), drawn reproducibly; "shared" keeps its own
     val folder. The seed's COCO run is `load_split("coco", 10_000)`: 8000 train, 2000 val.
+    Every file left out gets a `SkippedImageWarning` naming it, then one more gives the
+    summary, e.g. "photos: kept 10 of 13: 2 corrupt, 1 grayscale" (silence both with
+    ``warnings.filterwarnings("ignore", category=SkippedImageWarning)``).
     """
+    if n_images is not None and (isinstance(n_images, bool) or not isinstance(n_images, int) or n_images < 2):
+        raise ValueError(f"n_images must be an integer >= 2 (train + val) or None for all, got {n_images!r}")
     if data == "shared":
         root = shared_data_dir()
         if root is None:
@@ -116,41 +122,69 @@ def load_split(
                                        "(or $COLORLAB_SHARED_DATA); use data='offline' instead.")
         n_val = None if n_images is None else max(1, round(n_images * val_fraction))
         n_train = None if n_images is None else n_images - n_val
-        train = scan_images(_subset(list_images(root / "photos" / "train"), n_train, seed)).kept
-        val = scan_images(_subset(list_images(root / "photos" / "val"), n_val, seed)).kept
+        train = _usable(_subset(list_images(root / "photos" / "train"), n_train, seed), root / "photos" / "train")
+        val = _usable(_subset(list_images(root / "photos" / "val"), n_val, seed), root / "photos" / "val")
         return train, val
     if data == "offline":
-        files = offline_images(n_images or 64, seed=seed)
+        files, where = offline_images(n_images or 64, seed=seed), "offline"
     elif data == "coco":
-        files = _subset(coco_sample(), n_images or 10_000, seed)
+        files, where = _subset(coco_sample(), n_images or 10_000, seed), "coco"
     else:
         folder = Path(data)
         if not folder.is_dir():
             raise FileNotFoundError(f"data must be one of {', '.join(SOURCES)} or an existing folder, got {data!r}")
-        files = _subset(list_images(folder), n_images, seed)
-    return split_files(scan_images(files).kept, val_fraction, seed)
+        files, where = _subset(list_images(folder), n_images, seed), folder
+    usable = _usable(files, where, minimum=2)
+    return split_files(usable, val_fraction, seed)
+
+
+def _usable(files: list[Path], where: str | Path, minimum: int = 1) -> list[Path]:
+    """The files `scan_images` keeps; warns a one-line summary when any was left out."""
+    report = scan_images(files)
+    if report.excluded:
+        warnings.warn(f"{where}: {report}", SkippedImageWarning, stacklevel=3)
+    if len(report.kept) < minimum:
+        raise DataUnavailableError(f"{where}: fewer than {minimum} usable images ({report})")
+    return report.kept
 
 
 class ImageDataset(Dataset):
-    """Image files -> uint8 RGB tensors (3, size, size), resized (squashed) as in the seed."""
+    """Image files -> uint8 RGB tensors (3, size, size), resized (squashed) as in the seed.
+
+    A file that stops loading after `load_split` checked it (deleted, overwritten, a network
+    drive gone) must not kill epoch 7: it is reported with a `SkippedImageWarning` naming it,
+    and the next loadable file of the list stands in for it. Only when no file loads any
+    more is it an error (`DataUnavailableError`).
+    """
 
     def __init__(self, files: list[Path], size: int = 256) -> None:
         if not files:
             raise ValueError("ImageDataset needs at least one image file")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"size must be a positive number of pixels, got {size!r}")
         self.files, self.size = list(files), size
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        image = load_rgb(self.files[index], max_side=4 * self.size).resize((self.size, self.size), Image.BICUBIC)
-        return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+        for offset in range(len(self.files)):
+            path = self.files[(index + offset) % len(self.files)]
+            try:
+                image = load_rgb(path, max_side=4 * self.size)
+            except ImageLoadError as err:
+                warnings.warn(f"skipping {err}; the next image stands in for it", SkippedImageWarning, stacklevel=2)
+                continue
+            image = image.resize((self.size, self.size), Image.BICUBIC)
+            return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+        raise DataUnavailableError(f"none of the dataset's {len(self.files)} image files can be loaded any more")
 
 
 class EpochSampler(Sampler[int]):
     """A shuffle that depends only on (seed, epoch): a resumed run sees the same order.
 
-    `start` skips the first samples of the epoch, to resume in the middle of one.
+    `start` skips the first samples of the epoch, to resume in the middle of one; past the
+    end (a run interrupted after an epoch's last, partial batch) the epoch is empty.
     """
 
     def __init__(self, n: int, seed: int = 0, shuffle: bool = True) -> None:
@@ -161,7 +195,7 @@ class EpochSampler(Sampler[int]):
         self.epoch, self.start = epoch, start
 
     def __len__(self) -> int:
-        return self.n - self.start
+        return max(0, self.n - self.start)
 
     def __iter__(self):
         if not self.shuffle:

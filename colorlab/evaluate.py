@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .color import L_ab_to_rgb
+from .color import AB_SCALE, L_ab_to_rgb
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -66,6 +66,19 @@ def saturation(rgb: torch.Tensor) -> torch.Tensor:
     """Mean HSV saturation per image, (max - min) / max, in [0, 1]."""
     high, low = rgb.float().amax(1), rgb.float().amin(1)
     return ((high - low) / high.clamp_min(1e-6)).flatten(1).mean(1)
+
+
+def chroma(ab: torch.Tensor) -> torch.Tensor:
+    """Per-pixel chroma sqrt(a^2 + b^2) in Lab units of a normalised ab batch (B, 2, H, W) -> (B, H, W).
+
+    0 is grey; the distance from the grey axis is how vivid a colour is, whatever its hue, so
+    comparing predicted with true chroma shows a desaturated model directly. ab is clamped
+    to [-1, 1] first, as `denormalize_lab` does, so this is the chroma of the picture shown.
+    """
+    if ab.dim() != 4 or ab.shape[1] != 2:
+        raise ValueError(f"expected a normalised ab batch (B, 2, H, W), got shape {tuple(ab.shape)}")
+    a, b = (ab.float().clamp(-1.0, 1.0) * AB_SCALE).unbind(1)
+    return torch.hypot(a, b)
 
 
 @torch.no_grad()
