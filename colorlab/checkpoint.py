@@ -92,7 +92,13 @@ def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -
     from .models import build_generator
 
     state = load_checkpoint(path, map_location=map_location)
-    spec = state["spec"]
-    generator = build_generator(spec["arch"], spec["size"], weights=None)  # weights come from the checkpoint
-    generator.load_state_dict(state["generator"])
+    spec = state.get("spec")
+    if not isinstance(spec, dict) or "generator" not in state:
+        raise CheckpointError(f"{path}: a colorlab checkpoint without a generator spec and weights")
+    try:
+        generator = build_generator(spec["arch"], spec["size"], weights=None)  # weights come from the checkpoint
+        generator.load_state_dict(state["generator"])
+    except (KeyError, ValueError, RuntimeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path}: its weights do not fit the generator it records ({reason})") from None
     return generator.eval(), spec

@@ -177,3 +177,14 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     more = fit(G, loader(), TrainConfig(epochs=2), device="cpu", progress=False,  # more epochs: fine
                checkpoint_path=tmp_path / "p.pt", resume=True)
     assert len(more) == 2
+
+
+def test_checkpoint_whose_weights_do_not_fit_its_spec_is_refused(tmp_path):
+    G = build_generator("baseline", 32)
+    save_checkpoint(tmp_path / "c.pt", {"spec": {"arch": "baseline", "size": 64, "n_down": 6},
+                                        "generator": G.state_dict()})
+    save_checkpoint(tmp_path / "d.pt", {"spec": G.spec})
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_generator(tmp_path / "c.pt")
+    with pytest.raises(CheckpointError, match="without a generator"):
+        load_generator(tmp_path / "d.pt")
