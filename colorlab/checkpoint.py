@@ -98,6 +98,7 @@ def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -
     try:
         generator = build_generator(spec["arch"], spec["size"], weights=None)  # weights come from the checkpoint
         generator.load_state_dict(state["generator"])
+        generator.spec = spec
     except (KeyError, ValueError, RuntimeError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise CheckpointError(f"{path}: its weights do not fit the generator it records ({reason})") from None

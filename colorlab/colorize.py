@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: notebooks without ipywidgets too
 
 from .checkpoint import load_generator
 from .color import lab_to_rgb, normalize_lab, rgb_to_lab, AB_SCALE

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: notebooks without ipywidgets too
 
 from colorlab.color import rgb_to_lab
 

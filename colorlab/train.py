@@ -5,7 +5,8 @@ One loop serves both stages. Its guarantees, beyond the seed's recipe:
   SIGTERM, at the next step boundary); `resume=True` continues bit-identically on the CPU,
   because data order and flips depend only on (seed, epoch, step) and all RNGs are saved;
 - fast: Lab conversion and flips on the device, bf16 autocast + channels_last + fused
-  Adam on CUDA, losses summed on the device and read back only every `log_every` steps;
+  Adam on CUDA, losses summed on the device and read back only every `log_every` steps,
+  optionally (`compile=True`) both networks compiled with torch.compile;
 - safe: a NaN/inf loss stops training with a clear error and keeps the last good checkpoint.
 """
 
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bars: notebooks without ipywidgets too
 
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .data import to_model_batch
@@ -185,7 +186,13 @@ def fit(
             "history": history.epochs, "rng": capture_rng(),
         })
 
-    g_step = torch.compile(train_step) if config.compile else train_step
+    # compile=True compiles the two networks (forward and backward), not train_step: backward(),
+    # zero_grad() and requires_grad_() break a compiled step into pieces, and the optimizers'
+    # identity would be guarded on. The wrappers share the parameters; checkpoints save the originals.
+    step_g, step_d = generator, discriminator
+    if config.compile:
+        step_g = torch.compile(generator)
+        step_d = torch.compile(discriminator) if discriminator is not None else None
     sampler = loader.sampler
     with _stop_on_signals() as stop:
         for epoch in range(start_epoch, config.epochs):
@@ -202,7 +209,7 @@ def fit(
                 if cuda:
                     L, ab = (t.contiguous(memory_format=torch.channels_last) for t in (L, ab))
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                    losses = g_step(generator, discriminator, opt_g, opt_d, gan_loss, L, ab, config.lambda_l1)
+                    losses = train_step(step_g, step_d, opt_g, opt_d, gan_loss, L, ab, config.lambda_l1)
                 for key, value in losses.items():
                     sums[key] = sums.get(key, 0.0) + value.detach().float()
                 if step % config.log_every == 0:

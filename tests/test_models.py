@@ -54,7 +54,7 @@ def test_patchgan_sees_only_its_patch():
 def test_resnet18_unet_shapes_offline():
     net = build_generator("resnet18", 64, weights=None)
     assert net(torch.randn(2, 1, 64, 64)).shape == (2, 2, 64, 64)
-    assert net.spec == {"arch": "resnet18", "size": 64}
+    assert net.spec == {"arch": "resnet18", "size": 64, "pretrained": False}
     first_conv = net[0][0]
     assert first_conv.in_channels == 1
 

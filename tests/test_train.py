@@ -188,3 +188,13 @@ def test_checkpoint_whose_weights_do_not_fit_its_spec_is_refused(tmp_path):
         load_generator(tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match="without a generator"):
         load_generator(tmp_path / "d.pt")
+
+
+def test_resuming_a_random_init_run_with_a_pretrained_generator_is_refused(tmp_path):
+    G = build_generator("resnet18", 32, weights=None)
+    fit(G, loader(), TrainConfig(epochs=1), device="cpu", progress=False, checkpoint_path=tmp_path / "p.pt")
+    H = build_generator("resnet18", 32, weights=None)
+    H.spec["pretrained"] = True  # as if ImageNet had been reachable this time
+    with pytest.raises(CheckpointError, match="pretrained: checkpoint has False, expected True"):
+        fit(H, loader(), TrainConfig(epochs=2), device="cpu", progress=False, checkpoint_path=tmp_path / "p.pt",
+            resume=True)

@@ -144,7 +144,7 @@ def stage(staging: Path, root: Path = REPO_ROOT) -> None:
     for name in BOOK_SOURCES:
         source = root / name
         if source.is_dir():
-            ignore = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__")
+            ignore = shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "runs")  # runs: local checkpoints
             shutil.copytree(source, staging / name, ignore=ignore)
         else:
             shutil.copy2(source, staging / name)

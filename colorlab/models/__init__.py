@@ -49,6 +49,7 @@ def build_generator(arch: str, size: int = 256, weights: str | Path | None = Non
         net = init_weights(Unet(in_channels=1, out_channels=2, n_down=spec["n_down"]))
     else:
         net = resnet18_unet(size=size, weights=weights)
+        spec["pretrained"] = net.pretrained  # so a resumed run cannot mix ImageNet and random starts
     net.spec = spec  # read by the trainer and written into every checkpoint
     return net
 
