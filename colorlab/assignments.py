@@ -46,6 +46,7 @@ CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 SMOKE_PARAMETERS: dict[str, Any] = {
     "size": 64,
     "epochs": 1,
+    "pretrain_epochs": 1,
     "n_images": 16,
     "batch_size": 8,
     "device": "cpu",
