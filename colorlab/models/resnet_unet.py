@@ -58,8 +58,11 @@ def resnet18_unet(size: int = 256, weights: str | Path | None = IMAGENET, out_ch
     (random init, works offline), "auto" (ImageNet if possible, else None with a warning), or
     the path of a torchvision resnet18 state dict. `.pretrained` on the result says which.
     """
-    from fastai.vision.learner import create_body
-    from fastai.vision.models.unet import DynamicUnet
+    with warnings.catch_warnings():  # fastai's import-time deprecation notices (torch.jit, pandas) are not ours
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from fastai.vision.learner import create_body
+        from fastai.vision.models.unet import DynamicUnet
 
     resnet, pretrained = _resnet18(weights)
     body = create_body(resnet, n_in=1, pretrained=pretrained, cut=-2)
