@@ -53,6 +53,8 @@ def _add_train(sub) -> None:
     p.add_argument("--num-workers", type=int, default=None)
     p.add_argument("--out", default=None, help="run folder (default: runs/RECIPE)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
+    p.add_argument("--no-cache", dest="cache", action="store_false",
+                   help="decode every image every epoch instead of once into a uint8 cache")
 
 
 def _offline_sources(args) -> tuple[str, str | None]:
@@ -72,7 +74,7 @@ def _train(args) -> int:
                        batch_size=args.batch_size, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
                        weights=weights, gan_mode=args.gan_mode, lambda_l1=args.lambda_l1, device=args.device,
                        seed=args.seed, out=args.out or f"runs/{args.recipe}", resume=args.resume,
-                       num_workers=args.num_workers)
+                       num_workers=args.num_workers, cache=args.cache)
     from .recipes import run
 
     summary = run(config)
@@ -99,12 +101,33 @@ def _colorize(args) -> int:
     return 1 if failures else 0
 
 
+def _add_experiment(sub) -> None:
+    p = sub.add_parser("experiment", help="train and compare baseline, L1-pretrained and pretrained+GAN",
+                       description="The seed's three-model comparison: trains all three on the same data, "
+                                   "evaluates them in one pass, writes metrics.json, grid.png and losses.png.")
+    p.add_argument("--config", required=True, help="a YAML file, e.g. configs/seed.yaml")
+    p.add_argument("--out", required=True, help="results folder (checkpoints go to OUT/checkpoints)")
+    p.add_argument("--device", default="auto")
+
+
+def _experiment(args) -> int:
+    from .experiment import ExperimentConfig, run_experiment
+
+    command = f"colorlab experiment --config {args.config} --out {args.out} --device {args.device}"
+    summary = run_experiment(ExperimentConfig.from_yaml(args.config), args.out, device=args.device, command=command)
+    for model, metrics in summary["metrics"].items():
+        print(f"{model:>15}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+    print(f"wrote {args.out}/ (metrics.json, grid.png, losses.png); stage seconds: {summary['seconds']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colorlab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_colorize(sub)
+    _add_experiment(sub)
     from .assignments import add_cli
 
     add_cli(sub)
@@ -114,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"train": _train, "colorize": _colorize, "assignments": lambda a: a.func(a)}
+    handlers = {"train": _train, "colorize": _colorize, "experiment": _experiment,
+                "assignments": lambda a: a.func(a)}
     from .data import DataUnavailableError
     from .models import WeightsUnavailableError
     from .train import NonFiniteLossError

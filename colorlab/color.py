@@ -11,6 +11,8 @@ Tensors are channel-first: (3, H, W) or (B, 3, H, W); RGB is float in [0, 1].
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 # sRGB primaries -> CIE XYZ (D65), the matrix scikit-image uses.
@@ -38,8 +40,12 @@ def _channels_to_last(x: torch.Tensor) -> torch.Tensor:
     return x.movedim(-3, -1)
 
 
-def _matmul(x_last: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
-    return x_last @ matrix.to(device=x_last.device, dtype=x_last.dtype).T
+@functools.lru_cache(maxsize=None)
+def _constant(name: str, device: torch.device) -> torch.Tensor:
+    """A float32 conversion constant on `device`, copied there once: no host-device copy per batch."""
+    values = {"xyz_from_rgb": _XYZ_FROM_RGB.T, "rgb_from_xyz": _RGB_FROM_XYZ.T,
+              "white": torch.tensor(_D65_WHITE, dtype=torch.float64)}[name]
+    return values.to(device=device, dtype=torch.float32)
 
 
 def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
@@ -47,11 +53,11 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     dtype = rgb.dtype if rgb.is_floating_point() else torch.float32
     x = _channels_to_last(rgb).float().clamp(0.0, 1.0)
     linear = torch.where(x > 0.04045, ((x + 0.055) / 1.055) ** 2.4, x / 12.92)
-    xyz = _matmul(linear, _XYZ_FROM_RGB) / torch.tensor(_D65_WHITE, device=x.device)
+    xyz = (linear @ _constant("xyz_from_rgb", x.device)) / _constant("white", x.device)
     f = torch.where(xyz > _EPS, xyz.clamp_min(_EPS) ** (1.0 / 3.0), _KAPPA * xyz + 16.0 / 116.0)
     fx, fy, fz = f.unbind(-1)
     lab = torch.stack((116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)), dim=-1)
-    return lab.movedim(-1, -3).to(dtype)
+    return lab.movedim(-1, -3).contiguous().to(dtype)  # contiguous: channels-first memory for convolutions
 
 
 def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
@@ -61,10 +67,10 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     fy = (L + 16.0) / 116.0
     f = torch.stack((fy + a / 500.0, fy, (fy - b / 200.0).clamp_min(0.0)), dim=-1)
     xyz = torch.where(f**3 > _EPS, f**3, (f - 16.0 / 116.0) / _KAPPA)
-    xyz = xyz * torch.tensor(_D65_WHITE, device=lab.device)
-    linear = _matmul(xyz, _RGB_FROM_XYZ).clamp_min(0.0)
+    xyz = xyz * _constant("white", lab.device)
+    linear = (xyz @ _constant("rgb_from_xyz", lab.device)).clamp_min(0.0)
     rgb = torch.where(linear > 0.0031308, 1.055 * linear.clamp_min(0.0031308) ** (1 / 2.4) - 0.055, 12.92 * linear)
-    return rgb.clamp(0.0, 1.0).movedim(-1, -3).to(dtype)
+    return rgb.clamp(0.0, 1.0).movedim(-1, -3).contiguous().to(dtype)
 
 
 def normalize_lab(lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -33,7 +33,7 @@ def colorize_image(generator: nn.Module, image: Image.Image, size: int, device: 
     rgb = torch.from_numpy(np.asarray(image.convert("RGB")).copy()).permute(2, 0, 1).float().div(255).to(device)
     L_full = rgb_to_lab(rgb[None])[:, :1]  # the photo's own lightness, full resolution
     L_small = F.interpolate(L_full, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    ab_small = generator(L_small / L_SCALE - 1.0).as_subclass(torch.Tensor).float().clamp(-1, 1) * AB_SCALE
+    ab_small = generator(L_small / L_SCALE - 1.0).float().clamp(-1, 1) * AB_SCALE
     ab_full = F.interpolate(ab_small, size=L_full.shape[-2:], mode="bilinear", align_corners=False)
     out = lab_to_rgb(torch.cat([L_full, ab_full], 1))[0]
     return Image.fromarray((out.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8))

@@ -148,6 +148,15 @@ def _usable(files: list[Path], where: str | Path, minimum: int = 1) -> list[Path
     return report.kept
 
 
+def load_resized(path: str | Path, size: int) -> np.ndarray:
+    """One image as training sees it: RGB, squashed to (3, size, size) uint8 as in the seed.
+
+    Decodes at most 4x the target size (JPEG draft mode), so huge photos stay cheap.
+    """
+    image = load_rgb(path, max_side=4 * size).resize((size, size), Image.BICUBIC)
+    return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))
+
+
 class ImageDataset(Dataset):
     """Image files -> uint8 RGB tensors (3, size, size), resized (squashed) as in the seed.
 
@@ -171,12 +180,9 @@ class ImageDataset(Dataset):
         for offset in range(len(self.files)):
             path = self.files[(index + offset) % len(self.files)]
             try:
-                image = load_rgb(path, max_side=4 * self.size)
+                return torch.from_numpy(load_resized(path, self.size))
             except ImageLoadError as err:
                 warnings.warn(f"skipping {err}; the next image stands in for it", SkippedImageWarning, stacklevel=2)
-                continue
-            image = image.resize((self.size, self.size), Image.BICUBIC)
-            return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
         raise DataUnavailableError(f"none of the dataset's {len(self.files)} image files can be loaded any more")
 
 
@@ -226,7 +232,7 @@ def make_loader(
 def random_hflip(rgb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror each image of a batch left-right with probability 1/2 (training only)."""
     flip = torch.rand(rgb.shape[0], generator=generator) < 0.5
-    return torch.where(flip.to(rgb.device)[:, None, None, None], rgb.flip(-1), rgb)
+    return torch.where(flip.to(rgb.device, non_blocking=True)[:, None, None, None], rgb.flip(-1), rgb)
 
 
 def to_model_batch(

@@ -85,8 +85,7 @@ def chroma(ab: torch.Tensor) -> torch.Tensor:
 def predict_rgb(generator: nn.Module, L: torch.Tensor) -> torch.Tensor:
     """Colorize a batch of normalised L: the generator's ab, combined with L, as RGB."""
     generator.eval()
-    ab = generator(L).as_subclass(torch.Tensor)  # fastai's DynamicUnet returns its own tensor subclass
-    return L_ab_to_rgb(L, ab.float())
+    return L_ab_to_rgb(L, generator(L).float())
 
 
 @torch.no_grad()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .cache import CachedImages
 from .data import ImageDataset, load_split, make_loader, to_model_batch
 from .evaluate import evaluate, sample_grid
 from .models import IMAGENET, build_discriminator, build_generator, check_size
@@ -65,6 +66,7 @@ class RunConfig:
     resume: bool = False
     num_workers: int | None = None
     progress: bool = True
+    cache: bool = True  # decode + resize each image once into a uint8 cache (colorlab.cache) instead of every epoch
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -75,6 +77,15 @@ class RunConfig:
                 raise ValueError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.n_images is not None and self.n_images < 2:
             raise ValueError(f"n_images must be >= 2 (train + val), got {self.n_images}")
+
+
+def train_loader(files, size: int, batch_size: int, seed: int, cache: bool = True, num_workers: int | None = None,
+                 progress: bool = True):
+    """The training DataLoader; with `cache`, images are decoded and resized once (colorlab.cache)."""
+    if cache:  # batches are one read from a memory map: worker processes would only add overhead
+        return make_loader(CachedImages(files, size, progress=progress), batch_size, train=True, seed=seed,
+                           num_workers=num_workers or 0)
+    return make_loader(ImageDataset(files, size), batch_size, train=True, seed=seed, num_workers=num_workers)
 
 
 def val_batches(files, size: int, device, batch_size: int = 16):
@@ -90,8 +101,8 @@ def run(config: RunConfig) -> dict:
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     train_files, val_files = load_split(config.data, config.n_images, seed=config.seed)
-    loader = make_loader(ImageDataset(train_files, config.size), config.batch_size, train=True, seed=config.seed,
-                         num_workers=config.num_workers)
+    loader = train_loader(train_files, config.size, config.batch_size, config.seed, cache=config.cache,
+                          num_workers=config.num_workers, progress=config.progress)
     common = dict(device=device, resume=config.resume, progress=config.progress)
     histories: dict[str, History] = {}
     torch.manual_seed(config.seed)

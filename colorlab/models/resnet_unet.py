@@ -67,5 +67,8 @@ def resnet18_unet(size: int = 256, weights: str | Path | None = IMAGENET, out_ch
     resnet, pretrained = _resnet18(weights)
     body = create_body(resnet, n_in=1, pretrained=pretrained, cut=-2)
     net = DynamicUnet(body, n_out=out_channels, img_size=(size, size))
+    # fastai ends with ToTensorBase, which wraps outputs in its own tensor subclass: extra Python
+    # per operation downstream, and torch.compile recurses on it. Plain tensors out instead.
+    net.layers[-1] = nn.Identity()
     net.pretrained = pretrained
     return net

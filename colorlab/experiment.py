@@ -1,0 +1,164 @@
+"""The seed's comparison as one experiment: baseline vs L1-pretrained vs pretrained + GAN.
+
+`colorlab experiment --config configs/seed.yaml --out results/seed` trains the three models
+on the same data, evaluates them on the same validation photos in one pass, and writes small
+artifacts meant to be committed (no weights): `metrics.json` (metrics per model, stage
+wall-clock times, command, commit, device), `losses.png`, `grid.png` (gray | baseline |
+L1-pretrained | +GAN | truth) and, when the old photos are present, `old_photos.png`.
+Checkpoints go to `<out>/checkpoints/` (git-ignored), so an interrupted experiment resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from .checkpoint import load_generator
+from .colorize import colorize_image
+from .color import L_ab_to_rgb
+from .data import load_split, shared_data_dir
+from .evaluate import comparison_grid, evaluate, grayscale_rgb, predict_rgb
+from .io import list_images, load_rgb
+from .models import build_discriminator, build_generator
+from .recipes import stage_config, train_loader, val_batches
+from .train import fit, pick_device, train_gan
+
+MODELS = ("baseline", "L1-pretrained", "pretrained+GAN")
+
+
+@dataclass
+class ExperimentConfig:
+    """What the experiment trains; see configs/seed.yaml for the values used and why."""
+
+    data: str = "shared"
+    n_images: int | None = None
+    size: int = 256
+    batch_size: int = 16
+    seed: int = 0
+    weights: str | None = "auto"
+    baseline_epochs: int = 20
+    pretrain_epochs: int = 20
+    gan_epochs: int = 20
+    grid_rows: int = 8
+    cache: bool = True
+    notes: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "ExperimentConfig":
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path}: unknown settings {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "auto", progress: bool = True,
+                   command: str = "") -> dict:
+    """Train the three models, evaluate them together, write the artifacts; returns the summary.
+
+    `command` is recorded in metrics.json, so that a committed result says how to reproduce it.
+    """
+    device = pick_device(device)
+    out = Path(out)
+    checkpoints = out / "checkpoints"
+    train_files, val_files = load_split(config.data, config.n_images, seed=config.seed)
+    loader = train_loader(train_files, config.size, config.batch_size, config.seed, cache=config.cache,
+                          progress=progress)
+    common = dict(device=device, resume=True, progress=progress)
+    seconds, histories, models = {}, {}, {}
+
+    began = time.perf_counter()
+    torch.manual_seed(config.seed)
+    baseline = build_generator("baseline", config.size)
+    histories["baseline"] = train_gan(baseline, build_discriminator(), loader,
+                                      stage_config("gan", config.baseline_epochs, config.seed),
+                                      checkpoint_path=checkpoints / "baseline_gan.pt", **common)
+    seconds["baseline (cGAN + L1)"] = time.perf_counter() - began
+
+    began = time.perf_counter()
+    torch.manual_seed(config.seed)
+    resnet = build_generator("resnet18", config.size, weights=config.weights)
+    histories["L1 pretraining"] = fit(resnet, loader, stage_config("pretrain", config.pretrain_epochs, config.seed),
+                                      checkpoint_path=checkpoints / "resnet18_pretrain.pt", **common)
+    seconds["resnet18 L1 pretraining"] = time.perf_counter() - began
+    # a snapshot before the GAN stage (deepcopy fails on DynamicUnet's hooks after a forward pass)
+    models["L1-pretrained"] = load_generator(checkpoints / "resnet18_pretrain.pt", map_location=device)[0]
+
+    began = time.perf_counter()
+    histories["GAN fine-tuning"] = train_gan(resnet, build_discriminator(), loader,
+                                             stage_config("gan", config.gan_epochs, config.seed),
+                                             checkpoint_path=checkpoints / "resnet18_gan.pt", **common)
+    seconds["resnet18 GAN fine-tuning"] = time.perf_counter() - began
+    models = {"baseline": baseline, **models, "pretrained+GAN": resnet}
+
+    batches = val_batches(val_files, config.size, device)
+    metrics = {name: evaluate(model, batches) for name, model in models.items()}
+    L, ab = batches[0]
+    rows = min(config.grid_rows, len(L))
+    columns = {"gray": grayscale_rgb(L[:rows])} | {name: predict_rgb(m, L[:rows]) for name, m in models.items()}
+    fig = comparison_grid(columns | {"truth": L_ab_to_rgb(L[:rows], ab[:rows])}, max_rows=rows, cell_inches=1.6)
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "grid.png", dpi=60)
+    _loss_figure(histories).savefig(out / "losses.png", dpi=60)
+    _old_photos(models["pretrained+GAN"], config.size, device, out / "old_photos.png")
+
+    summary = {
+        "command": command,
+        "commit": _commit(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "date": time.strftime("%Y-%m-%d"),
+        "config": asdict(config),
+        "pretrained_backbone": bool(getattr(resnet, "pretrained", False)),
+        "n_train": len(train_files), "n_val": len(val_files),
+        "seconds": {stage: round(s, 1) for stage, s in seconds.items()},
+        "metrics": metrics,
+        "history": {stage: h.epochs for stage, h in histories.items()},
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def _loss_figure(histories):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(histories), figsize=(4.5 * len(histories), 3.2), squeeze=False)
+    for ax, (stage, history) in zip(axes[0], histories.items()):
+        history.plot(ax)
+        ax.set_title(stage)
+    fig.tight_layout()
+    return fig
+
+
+def _old_photos(generator, size: int, device, path: Path) -> None:
+    """The 'colorize old photos' demo: before | after for the shared old photos, if present."""
+    root = shared_data_dir()
+    if root is None or not (root / "old-photos").is_dir():
+        return
+    import matplotlib.pyplot as plt
+
+    files = list_images(root / "old-photos")
+    fig, axes = plt.subplots(len(files), 2, figsize=(5, 2.5 * len(files)), squeeze=False)
+    for (before, after), file in zip(axes, files):
+        photo = load_rgb(file, max_side=512)
+        before.imshow(photo)
+        after.imshow(colorize_image(generator, photo, size, device))
+        for ax in (before, after):
+            ax.axis("off")
+    axes[0][0].set_title("old photo")
+    axes[0][1].set_title("colorized")
+    fig.tight_layout()
+    fig.savefig(path, dpi=50)
