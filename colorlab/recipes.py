@@ -98,9 +98,9 @@ def run(config: RunConfig) -> dict:
     """Train `config.recipe`, evaluate on the validation split, write the run's files; returns the summary."""
     began = time.perf_counter()
     device = pick_device(config.device)
-    out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     train_files, val_files = load_split(config.data, config.n_images, seed=config.seed)
+    out = Path(config.out)  # created only once the data is known to be usable
+    out.mkdir(parents=True, exist_ok=True)
     loader = train_loader(train_files, config.size, config.batch_size, config.seed, cache=config.cache,
                           num_workers=config.num_workers, progress=config.progress)
     common = dict(device=device, resume=config.resume, progress=config.progress)

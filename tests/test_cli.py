@@ -271,3 +271,10 @@ def test_sigterm_saves_a_valid_checkpoint_and_resume_finishes_the_run(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["n_train"] > 0
     assert len(json.loads((out / "history.json").read_text())["gan"]["loss_G"]) == epochs
     assert load_checkpoint(checkpoint)["epoch"] == epochs
+
+
+def test_unusable_data_leaves_no_run_folder(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--recipe", "baseline", "--data", str(tmp_path / "missing"), "--size", "32",
+                 "--epochs", "1", "--out", str(out)]) == 2
+    assert not out.exists()
