@@ -156,8 +156,10 @@ def fit(
     for net in nets:
         net.to(device, memory_format=memory_format).train()
     opt_g = _adam(generator.parameters(), config.lr_g, config.betas, device)
-    opt_d = _adam(discriminator.parameters(), config.lr_d, config.betas, device) if discriminator else None
-    gan_loss = GANLoss(config.gan_mode).to(device) if discriminator else None
+    opt_d, gan_loss = None, None
+    if discriminator is not None:
+        opt_d = _adam(discriminator.parameters(), config.lr_d, config.betas, device)
+        gan_loss = GANLoss(config.gan_mode).to(device)
 
     history, start_epoch, start_step, partial = History(), 0, 0, {}
     if resume and checkpoint_path and Path(checkpoint_path).is_file():
@@ -181,8 +183,8 @@ def fit(
             "spec": spec, "stage": stage, "config": asdict(config), "epoch": epoch, "step": step,
             "partial": {k: v.detach().cpu() for k, v in sums.items()},
             "generator": generator.state_dict(), "opt_g": opt_g.state_dict(),
-            "discriminator": discriminator.state_dict() if discriminator else {},
-            "opt_d": opt_d.state_dict() if opt_d else {},
+            "discriminator": discriminator.state_dict() if discriminator is not None else {},
+            "opt_d": opt_d.state_dict() if opt_d is not None else {},
             "history": history.epochs, "rng": capture_rng(),
         })
 
