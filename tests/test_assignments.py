@@ -15,7 +15,6 @@ import pytest
 from colorlab.assignments import (
     SMOKE_PARAMETERS,
     add_cli,
-    build_assignments,
     grade,
     graded_cells,
     graded_chapters,
