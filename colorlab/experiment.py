@@ -26,7 +26,7 @@ from .data import load_split, shared_data_dir
 from .evaluate import comparison_grid, evaluate, grayscale_rgb, predict_rgb
 from .io import list_images, load_rgb
 from .models import build_discriminator, build_generator
-from .recipes import stage_config, train_loader, val_batches
+from .recipes import loss_figure, stage_config, train_loader, val_batches
 from .train import fit, pick_device, train_gan
 
 MODELS = ("baseline", "L1-pretrained", "pretrained+GAN")
@@ -113,7 +113,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "aut
     fig = comparison_grid(columns | {"truth": L_ab_to_rgb(L[:rows], ab[:rows])}, max_rows=rows, cell_inches=1.6)
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "grid.png", dpi=60)
-    _loss_figure(histories).savefig(out / "losses.png", dpi=60)
+    loss_figure(histories, panel_size=(4.5, 3.2)).savefig(out / "losses.png", dpi=60)
     _old_photos(models["pretrained+GAN"], config.size, device, out / "old_photos.png")
 
     summary = {
@@ -130,17 +130,6 @@ def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "aut
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=1))
     return summary
-
-
-def _loss_figure(histories):
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(histories), figsize=(4.5 * len(histories), 3.2), squeeze=False)
-    for ax, (stage, history) in zip(axes[0], histories.items()):
-        history.plot(ax)
-        ax.set_title(stage)
-    fig.tight_layout()
-    return fig
 
 
 def _old_photos(generator, size: int, device, path: Path) -> None:

@@ -119,8 +119,7 @@ def run(config: RunConfig) -> dict:
     metrics = evaluate(generator, batches)
     fig = sample_grid(generator, *batches[0])
     fig.savefig(out / "samples.png", dpi=80)
-    fig, axes = _loss_figure(histories)
-    fig.savefig(out / "losses.png", dpi=80)
+    loss_figure(histories).savefig(out / "losses.png", dpi=80)
     summary = {"config": asdict(config), "device": str(device), "n_train": len(train_files), "n_val": len(val_files),
                "metrics": metrics, "seconds": round(time.perf_counter() - began, 1)}
     (out / "history.json").write_text(json.dumps({k: h.epochs for k, h in histories.items()}, indent=1))
@@ -128,12 +127,14 @@ def run(config: RunConfig) -> dict:
     return summary
 
 
-def _loss_figure(histories: dict[str, History]):
+def loss_figure(histories: dict[str, History], panel_size: tuple[float, float] = (6, 3.5)):
+    """One panel of loss curves per training stage, titled by the stage's name."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(histories), figsize=(6 * len(histories), 3.5), squeeze=False)
+    width, height = panel_size
+    fig, axes = plt.subplots(1, len(histories), figsize=(width * len(histories), height), squeeze=False)
     for ax, (stage, history) in zip(axes[0], histories.items()):
         history.plot(ax)
         ax.set_title(stage)
     fig.tight_layout()
-    return fig, axes
+    return fig
