@@ -107,7 +107,7 @@ def _add_experiment(sub) -> None:
                                    "evaluates them in one pass, writes metrics.json, grid.png and losses.png.")
     p.add_argument("--config", required=True, help="a YAML file, e.g. configs/seed.yaml")
     p.add_argument("--out", required=True, help="results folder (checkpoints go to OUT/checkpoints)")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:1 ...")
 
 
 def _experiment(args) -> int:
