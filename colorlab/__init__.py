@@ -9,3 +9,6 @@ exercises), `cli`.
 """
 
 __version__ = "0.1.0"
+# Where the project lives: the one definition that download URLs (colorlab.hub) are built from;
+# _config.yml's repository.url (Colab badges, launch buttons) must agree (tests/test_book.py).
+REPOSITORY_URL = "https://github.com/colorlab-book/colorlab"

@@ -64,6 +64,12 @@ def _parameter_defaults(cell) -> dict:
 # --- table of contents and configuration ---------------------------------------------------
 
 
+def test_the_book_config_and_the_library_name_the_same_repository():
+    import colorlab
+
+    assert REPOSITORY == colorlab.REPOSITORY_URL, "_config.yml repository.url and colorlab.REPOSITORY_URL disagree"
+
+
 def test_toc_starts_at_the_landing_page_and_lists_only_existing_pages():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
     assert toc["format"] == "jb-book"
