@@ -9,21 +9,29 @@ every number and figure in the HTML comes from running the code as published.
     python tools/build_book.py --device cuda -p epochs 20 -p size 256
 
 Output: _build/src (executed copies) and _build/html/index.html under --path-output
-(default: the repository root). Exit status 1 if a chapter raises or the build warns,
-2 for a parameter that no chapter declares.
+(default: the repository root). The landing page's chapter table gets the run time of each
+chapter measured by this build. Exit status 1 if a chapter raises, the build warns or a page
+loads a script from another host (the book must read offline), 2 for a parameter that no
+chapter declares.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import datetime
+import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import nbformat
 import papermill
@@ -150,8 +158,14 @@ def stage(staging: Path, root: Path = REPO_ROOT) -> None:
             shutil.copy2(source, staging / name)
 
 
-def execute_chapters(chapters: Sequence[Path], parameters: dict[str, Any], root: Path) -> list[str]:
-    """Execute each chapter in place; print a progress line each; return one line per failure."""
+def execute_chapters(
+    chapters: Sequence[Path], parameters: dict[str, Any], root: Path, seconds: dict[Path, float] | None = None
+) -> list[str]:
+    """Execute each chapter in place; print a progress line each; return one line per failure.
+
+    `seconds`, when given, receives each chapter's wall-clock run time (kernel start included),
+    for the landing page's table.
+    """
     failures = []
     for number, chapter in enumerate(chapters, start=1):
         name = chapter.relative_to(root).as_posix()
@@ -163,8 +177,10 @@ def execute_chapters(chapters: Sequence[Path], parameters: dict[str, Any], root:
             problem = "; ".join(error_outputs(chapter))
         except PapermillExecutionError as error:
             problem = f"cell {error.cell_index}: {error.ename}: {error.evalue}"
-        seconds = time.perf_counter() - start
-        print(f"{label}: {'FAILED' if problem else 'ok'} in {seconds:.1f} s", flush=True)
+        elapsed = time.perf_counter() - start
+        if seconds is not None:
+            seconds[chapter] = elapsed
+        print(f"{label}: {'FAILED' if problem else 'ok'} in {elapsed:.1f} s", flush=True)
         if problem:
             failures.append(f"{name}: {problem}")
     return failures
@@ -176,6 +192,93 @@ def build_html(source: Path, path_output: Path) -> int:
     command = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())"]
     arguments = ["build", str(source), "--path-output", str(path_output), "-W", "--keep-going", "--all"]
     return subprocess.run(command + arguments).returncode
+
+
+RUNTIME_NOTE = "<!-- build_book.py: run times -->"  # the landing page's line that names the measuring run
+NOT_MEASURED = "not measured yet"
+
+
+def run_device(parameters: Mapping[str, Any]) -> str:
+    """'cpu', 'cuda' or 'mps': where the chapters ran, resolving "auto" as the chapters do."""
+    device = str(parameters.get("device", "auto"))
+    if device != "auto":
+        return device.split(":")[0]
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def describe_machine(device: str) -> str:
+    """The processor that ran the chapters, for the note under the run-time table."""
+    if device == "cuda":
+        import torch
+
+        return f"an {torch.cuda.get_device_name(0)} GPU" if torch.cuda.is_available() else "a CUDA GPU"
+    if device == "mps":
+        return "an Apple GPU (MPS)"
+    return f"a {os.cpu_count()}-core {platform.machine()} CPU"
+
+
+def format_seconds(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def write_runtime_table(
+    landing: Path, seconds: Mapping[Path, float], device: str, parameters: Mapping[str, Any]
+) -> None:
+    """Put this build's run time of every chapter into the landing page's table, in place.
+
+    Each chapter has a row whose first cell links to it (`[title](01_x.ipynb)`); the CPU column
+    gets the time of a CPU build, the GPU column that of a GPU build (the other keeps what the
+    page says). The line `RUNTIME_NOTE` becomes a sentence naming the machine, date and
+    parameters. Raises ValueError naming a chapter without a row, or a page without the note.
+    """
+    text = landing.read_text(encoding="utf-8")
+    if RUNTIME_NOTE not in text:
+        raise ValueError(f"{landing.name} has no line {RUNTIME_NOTE!r} for the run-time note")
+    column = 1 if device == "cpu" else 2  # | chapter | CPU | GPU | ...
+    for chapter, elapsed in seconds.items():
+        link = re.escape(f"]({chapter.relative_to(landing.parent).as_posix()})")
+        row = re.compile(rf"^\|[^|\n]*{link}[^|\n]*\|.*$", re.MULTILINE)
+        match = row.search(text)
+        if match is None:
+            raise ValueError(f"{landing.name}'s chapter table has no row for {chapter.name}")
+        cells = match.group(0).split("|")
+        cells[column + 1] = f" {format_seconds(elapsed)} "
+        text = text[: match.start()] + "|".join(cells) + text[match.end() :]
+    settings = ", ".join(f"`{name}={value!r}`" for name, value in parameters.items()) or "the chapters' own defaults"
+    note = (
+        f"Run times: measured by `tools/build_book.py` when it built this website, on "
+        f"{describe_machine(device)}, on {datetime.date.today().isoformat()}, with {settings} "
+        "(wall-clock time to execute the notebook, kernel start included)."
+    )
+    landing.write_text(text.replace(RUNTIME_NOTE, note), encoding="utf-8")
+
+
+class _ExternalLoads(HTMLParser):
+    """Collects the scripts and stylesheets a page loads from another host."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        attributes = dict(attrs)
+        url = attributes.get("src") if tag == "script" else None
+        if tag == "link" and "stylesheet" in (attributes.get("rel") or "").split():
+            url = attributes.get("href")
+        if url and urlsplit(url).netloc:  # https://host/..., //host/...: fetched over the network
+            self.urls.append(url)
+
+
+def external_loads(html_dir: Path) -> list[str]:
+    """'page: url' for every script or stylesheet that a page under html_dir loads from another host."""
+    found = []
+    for page in sorted(html_dir.rglob("*.html")):
+        parser = _ExternalLoads()
+        parser.feed(page.read_text(encoding="utf-8"))
+        found += [f"{page.relative_to(html_dir).as_posix()}: {url}" for url in parser.urls]
+    return found
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -219,13 +322,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     check_kernel()
     print(f"Executing {len(chapters)} chapter(s) in {staging} with {parameters or 'their own defaults'}")
-    failures = execute_chapters(chapters, parameters, staging)
+    seconds: dict[Path, float] = {}
+    failures = execute_chapters(chapters, parameters, staging, seconds)
     if failures:
         print("\nChapters that failed (the HTML was not built):", *failures, sep="\n  ", file=sys.stderr)
+        return 1
+    try:
+        write_runtime_table(toc_pages(staging)[0], seconds, run_device(parameters), parameters)
+    except ValueError as error:
+        print(f"\nThe run-time table: {error}", file=sys.stderr)
         return 1
 
     if build_html(staging, args.path_output.resolve()) != 0:
         print("\nJupyter Book reported warnings or errors (see above).", file=sys.stderr)
+        return 1
+    remote = external_loads(build_dir / "html")
+    if remote:
+        print("\nPages load scripts or styles from other hosts (no offline reading):", *remote, sep="\n  ", file=sys.stderr)
         return 1
     print(f"\nThe book is at {build_dir / 'html' / 'index.html'}")
     return 0
