@@ -220,6 +220,7 @@ def describe_machine(device: str) -> str:
 
 
 def format_seconds(seconds: float) -> str:
+    """'28 s' or '2.1 min': whole seconds up to a minute and a half, then minutes (readers plan in minutes)."""
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
