@@ -195,11 +195,10 @@ def build_html(source: Path, path_output: Path) -> int:
 
 
 RUNTIME_NOTE = "<!-- build_book.py: run times -->"  # the landing page's line that names the measuring run
-NOT_MEASURED = "not measured yet"
 
 
 def run_device(parameters: Mapping[str, Any]) -> str:
-    """'cpu', 'cuda' or 'mps': where the chapters ran, resolving "auto" as the chapters do."""
+    """'cpu', 'cuda' or 'mps': where the chapters ran; "auto" means CUDA, then Apple's MPS, then the CPU."""
     device = str(parameters.get("device", "auto"))
     if device != "auto":
         return device.split(":")[0]
