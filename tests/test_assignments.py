@@ -15,14 +15,13 @@ import pytest
 from colorlab.assignments import (
     SMOKE_PARAMETERS,
     add_cli,
-    grade,
     graded_cells,
     graded_chapters,
-    grading_notebook,
     solution_cell,
     student_version,
 )
 from colorlab.assignments import tests_cell as make_tests_cell  # not collected as a test
+from colorlab.grading import grade, grading_notebook
 
 DEMO = Path(__file__).parent / "fixtures" / "assignment_demo.ipynb"
 POINTS = {"normalize-lab-tests": 2, "l1-term-tests": 3}
@@ -178,7 +177,7 @@ def test_teacher_version_scores_full_marks(tmp_path, capsys):
     assert "normalize-lab-tests" in table and "total" in table and "5/5" in table
     report = json.loads(report_path.read_text())
     assert (report["points"], report["max_points"]) == (5, 5)
-    assert [(e["grade_id"], e["points"], e["error"]) for e in report["exercises"]] == [
+    assert [(e["grade_id"], e["points"], e["reason"]) for e in report["exercises"]] == [
         ("normalize-lab-tests", 2, None),
         ("l1-term-tests", 3, None),
     ]
@@ -188,7 +187,7 @@ def test_student_version_scores_zero_without_stopping_the_grader(release):
     report = grade(release, DEMO)
     assert scores(report) == {"normalize-lab-tests": 0, "l1-term-tests": 0}
     assert (report.points, report.max_points) == (0, 5)
-    assert all(exercise.error == "NotImplementedError" for exercise in report.exercises)
+    assert all(exercise.reason == "NotImplementedError" for exercise in report.exercises)
 
 
 def test_one_exercise_filled_in_scores_exactly_its_points(release, tmp_path):
@@ -200,7 +199,7 @@ def test_one_exercise_filled_in_scores_exactly_its_points(release, tmp_path):
 def test_l2_instead_of_l1_loses_the_exercise(release, tmp_path):
     report = grade(submit(release, tmp_path, {"normalize-lab": NORMALIZE, "l1-term": L2_INSTEAD_OF_L1}), DEMO)
     assert scores(report) == {"normalize-lab-tests": 2, "l1-term-tests": 0}
-    assert report.exercises[1].error == "AssertionError: not lambda * L1"  # caught by a hidden test
+    assert report.exercises[1].reason == "AssertionError: not lambda * L1"  # caught by a hidden test
     assert "l1-term-tests" in report.format_table() and "AssertionError" in report.format_table()
 
 
