@@ -164,7 +164,7 @@ def _owners(nb: NotebookNode, graded: list[Exercise]) -> dict[int, str]:
     return owners
 
 
-def _rule_breaches(nb: NotebookNode, source: NotebookNode, graded: list[Exercise]) -> dict[str, str]:
+def rule_breaches(nb: NotebookNode, source: NotebookNode, graded: list[Exercise]) -> dict[str, str]:
     """Exercise -> why it scores 0 for the code the student wrote (forbidden names, tampering).
 
     Student code is every solution cell, and every code cell that is not one of the teacher's:
@@ -313,7 +313,7 @@ def grade(
         return GradeReport(str(submission_path), str(source_path), [
             ExerciseScore(exercise.grade_id, 0, exercise.points, reason) for exercise in graded
         ])
-    zeroed = {**_rule_breaches(nb, source, graded), **_missing_cells(submission, graded)}
+    zeroed = {**rule_breaches(nb, source, graded), **_missing_cells(submission, graded)}
     teacher_code = {cell.source for cell in source.cells if cell.cell_type == "code" and not _nbgrader(cell)}
     limits = [timeout if cell.source in teacher_code else exercise_timeout for cell in nb.cells]
     executed, incidents, cut = _execute(nb, source_path.parent, limits, max_output_bytes)

@@ -157,10 +157,12 @@ class _Checker(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         if isinstance(node.func, ast.Name) and node.func.id in {"getattr", "setattr", "delattr"}:
-            if node.func.id != "getattr" and node.args and self.resolver.stands_for(node.args[0], self.local):
-                self.tampering.append((node.lineno, min(self.resolver.stands_for(node.args[0], self.local))))
-            computed = len(node.args) < 2 or not isinstance(node.args[1], ast.Constant)
-            if node.func.id == "getattr" and computed:
+            constant = len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+            targets = self.resolver.stands_for(node.args[0], self.local) if node.args else set()
+            if node.func.id != "getattr" and targets:
+                attribute = f".{node.args[1].value}" if constant else ""
+                self.tampering.append((node.lineno, min(targets) + attribute))
+            if node.func.id == "getattr" and not constant:
                 self.dynamic.append((node.lineno, "getattr with a computed name"))
             self._use(node)
         self.generic_visit(node)
