@@ -15,6 +15,7 @@ import ast
 import copy
 import csv
 import json
+import subprocess
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -151,6 +152,15 @@ def grading_notebook(
     return nb
 
 
+def cell_label(nb: NotebookNode, index: int) -> str:
+    """How a report names a cell: its grade_id, or its number in the submission (as the student sees it)."""
+    grade_id = _nbgrader(nb.cells[index]).get("grade_id")
+    if grade_id:
+        return f"cell {grade_id}"
+    injected = sum("injected-parameters" in cell.metadata.get("tags", []) for cell in nb.cells[:index])
+    return f"cell {index + 1 - injected}"
+
+
 def _owners(nb: NotebookNode, graded: list[Exercise]) -> dict[int, str]:
     """Cell index -> the exercise whose tests cell comes next: what a failing cell costs."""
     tests = {exercise.grade_id for exercise in graded}
@@ -181,7 +191,7 @@ def rule_breaches(nb: NotebookNode, source: NotebookNode, graded: list[Exercise]
             for exercise in graded:
                 problem = check_cell(tree, resolver, exercise.forbidden)
                 if problem and exercise.grade_id not in breaches:
-                    breaches[exercise.grade_id] = f"cell {index}: {problem}"
+                    breaches[exercise.grade_id] = f"{cell_label(nb, index)}: {problem}"
         resolver.learn(tree)
     return breaches
 
@@ -231,8 +241,8 @@ def _execute(
 ) -> tuple[NotebookNode, dict[int, str], set[int]]:
     """Run `nb` cell by cell; rerun from the start without any cell that hung or killed the kernel.
 
-    Returns the executed copy, the cells replaced (index -> what happened) and the cells whose
-    output was cut.
+    Returns the executed copy, the cells replaced (index -> what the cell did) and the cells
+    whose output was cut.
     """
     incidents: dict[int, str] = {}
     while True:
@@ -249,16 +259,16 @@ def _execute(
             resources={"metadata": {"path": str(cwd)}},
         )
         failure = None
-        with client.setup_kernel():
+        with client.setup_kernel(stderr=subprocess.DEVNULL):  # the kernel's own noise as it is killed
             for index, cell in enumerate(run.cells):
                 if cell.cell_type != "code":
                     continue
                 try:
                     client.execute_cell(cell, index)
                 except DeadKernelError:
-                    failure = (index, f"cell {index} killed the kernel (exit, crash or out of memory)")
+                    failure = (index, "killed the kernel (exit, crash or out of memory)")
                 except CellTimeoutError:
-                    failure = (index, f"cell {index} ran past its time limit of {limits[index]} s")
+                    failure = (index, f"ran past its time limit of {limits[index]} s")
                 if failure:
                     break
         if failure is None:
@@ -322,12 +332,13 @@ def grade(
     tests_cells = {_nbgrader(cell).get("grade_id"): cell for cell in executed.cells}
     scores = []
     for exercise in graded:
-        incident = next((what for index, what in incidents.items() if owners.get(index) == exercise.grade_id), None)
+        incident = next((f"{cell_label(nb, index)} {what}" for index, what in incidents.items()
+                         if owners.get(index) == exercise.grade_id), None)
         if exercise.grade_id in zeroed or incident:
             points, reason = 0, zeroed.get(exercise.grade_id, incident)
         else:
             points, reason = _score(exercise, tests_cells.get(exercise.grade_id))
-        notes = [f"output of cell {index} cut at {max_output_bytes} bytes"
+        notes = [f"output of {cell_label(nb, index)} cut at {max_output_bytes} bytes"
                  for index in sorted(cut) if owners.get(index) == exercise.grade_id]
         notes += ["visible tests edited, graded with the teacher's"] if exercise.grade_id in edited else []
         reason = "; ".join(filter(None, [reason, *notes])) or None

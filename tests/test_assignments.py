@@ -112,7 +112,7 @@ def test_release_keeps_no_solution_and_no_hidden_test(release):
         assert marker not in text
     teacher = read(DEMO)
     solution_lines, hidden_lines = marked_lines(teacher, "SOLUTION"), marked_lines(teacher, "HIDDEN TESTS")
-    assert len(solution_lines) == 4 and len(hidden_lines) == 6
+    assert len(solution_lines) == 4 and len(hidden_lines) == 7
     for line in solution_lines + hidden_lines:
         assert json.dumps(line)[1:-1] not in text, line  # as it would be written in the JSON file
 
