@@ -15,8 +15,11 @@ import pytest
 from colorlab.assignments import (
     SMOKE_PARAMETERS,
     add_cli,
+    build_assignments,
     graded_cells,
     graded_chapters,
+    public_version,
+    publish_exercises,
     solution_cell,
     student_version,
 )
@@ -27,6 +30,7 @@ DEMO = Path(__file__).parent / "fixtures" / "assignment_demo.ipynb"
 POINTS = {"normalize-lab-tests": 2, "l1-term-tests": 3}
 STUB = "# YOUR CODE HERE\n    raise NotImplementedError()"
 L1_BY_TORCH = "return lam * torch.nn.functional.l1_loss(fake_ab, real_ab)"  # correct, unlike the teacher's text
+COLAB = "colab.research.google.com"
 L2_INSTEAD_OF_L1 = "return lam * torch.nn.functional.mse_loss(fake_ab, real_ab)"
 NORMALIZE = "return lab[:, :1] / 50 - 1, lab[:, 1:] / 110"
 
@@ -129,6 +133,78 @@ def test_release_keeps_the_exercise_scaffold_and_locks_graded_cells(release):
     assert all(cell.outputs == [] for cell in student.cells if cell.cell_type == "code")
 
 
+def test_release_drops_the_badge_that_opens_the_teachers_notebook(release):
+    assert COLAB in DEMO.read_text()  # the teacher's notebook has one
+    text = release.read_text()
+    assert COLAB not in text and "Open In Colab" not in text
+    assert read(release).cells[0].source.startswith("# Assignment demo")
+
+
+def test_badge_url_points_the_badge_at_the_students_copy(tmp_path):
+    url = "https://colab.research.google.com/github/school/course/blob/main/release/{assignment}/{notebook}"
+    assert cli("assignments", "build", str(DEMO), "-o", str(tmp_path), "--badge-url", url) == 0
+    first = read(tmp_path / "release" / "assignment_demo" / "assignment_demo.ipynb").cells[0].source
+    assert "(https://colab.research.google.com/github/school/course/blob/main/release/assignment_demo/assignment_demo.ipynb)" in first
+    assert "colorlab-book/colorlab/blob/main/tests" not in first
+
+
+def test_build_refuses_a_release_that_still_gives_an_answer_away(tmp_path):
+    teacher = read(DEMO)
+    hint = "Stuck? The answer is `return lam * (fake_ab - real_ab).abs().mean()`."  # prose quoting the solution
+    teacher.cells.append(nbformat.v4.new_markdown_cell(hint))
+    path = tmp_path / "leaky.ipynb"
+    nbformat.write(teacher, path)
+    with pytest.raises(ValueError, match="survive in the release.*return lam"):
+        build_assignments([path], tmp_path / "course")
+    assert not (tmp_path / "course" / "release" / "leaky" / "leaky.ipynb").exists()
+    assert build_assignments([path], tmp_path / "unchecked", check=False)  # the teacher's choice, explicitly
+
+
+def test_the_books_release_folder_holds_no_solution_hidden_test_or_teacher_badge(tmp_path):
+    assert cli("assignments", "build", "-o", str(tmp_path)) == 0
+    released = {path.name: path.read_text() for path in (tmp_path / "release").rglob("*") if path.is_file()}
+    assert sorted(released) == sorted(chapter.name for chapter in graded_chapters())
+    text = "\n".join(released.values())
+    assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text and COLAB not in text
+    for chapter in graded_chapters():
+        teacher = read(chapter)
+        for line in marked_lines(teacher, "SOLUTION") + marked_lines(teacher, "HIDDEN TESTS"):
+            assert json.dumps(line)[1:-1] not in released[chapter.name], (chapter.name, line)
+
+
+@pytest.mark.parametrize("chapter", [DEMO, *graded_chapters()], ids=lambda path: path.stem)
+def test_public_page_shows_the_exercise_folds_the_solution_and_drops_hidden_tests(chapter):
+    teacher = read(chapter)
+    for cell in graded_cells(teacher).values():  # as if executed: the hidden asserts printed
+        cell.outputs = [nbformat.v4.new_output("stream", text="hidden check printed this\n")]
+    page = public_version(teacher)
+    nbformat.validate(page)
+    text = nbformat.writes(page)
+    assert "hidden check printed this" not in text
+    for line in marked_lines(teacher, "HIDDEN TESTS"):
+        assert json.dumps(line)[1:-1] not in text, line
+    assert len({cell.id for cell in page.cells}) == len(page.cells)
+    solutions = [i for i, cell in enumerate(page.cells) if cell.metadata.get("nbgrader", {}).get("solution")]
+    assert len(solutions) == len(graded_cells(teacher))
+    for index in solutions:
+        visible, folded = page.cells[index], page.cells[index + 1]
+        assert visible.source.rstrip().endswith("raise NotImplementedError()") and "SOLUTION" not in visible.source
+        assert folded.metadata.tags == ["hide-input"] and folded.metadata.mystnb["code_prompt_show"] == "Show solution"
+        original = cell_by_id(teacher, visible.metadata.nbgrader.grade_id).source
+        kept = [line for line in original.split("\n") if "SOLUTION" not in line]
+        assert folded.source.split("\n") == kept and "nbgrader" not in folded.metadata
+
+
+def test_publish_rewrites_executed_chapters_in_place_and_leaves_the_others(tmp_path):
+    demo, plain = tmp_path / DEMO.name, tmp_path / "plain.ipynb"
+    demo.write_bytes(DEMO.read_bytes())
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), plain)
+    before = plain.read_bytes()
+    publish_exercises([demo, plain])
+    assert plain.read_bytes() == before
+    assert "Show solution" in demo.read_text() and "BEGIN HIDDEN TESTS" not in demo.read_text()
+
+
 def test_solution_cell_without_markers_is_replaced_whole():
     nb = nbformat.v4.new_notebook(cells=[solution_cell("answer = 42", "answer")])
     assert student_version(nb).cells[0].source == "# YOUR CODE HERE\nraise NotImplementedError()"
@@ -201,6 +277,27 @@ def test_l2_instead_of_l1_loses_the_exercise(release, tmp_path):
     assert scores(report) == {"normalize-lab-tests": 2, "l1-term-tests": 0}
     assert report.exercises[1].reason == "AssertionError: not lambda * L1"  # caught by a hidden test
     assert "l1-term-tests" in report.format_table() and "AssertionError" in report.format_table()
+
+
+@pytest.mark.parametrize(
+    ("answer", "forbidden_kept", "points"),
+    [
+        ("return colorlab.color.normalize_lab(lab)", True, 0),  # the one-line cheat
+        ("from colorlab.color import normalize_lab as scale\n    return scale(lab)", True, 0),  # an alias
+        ("return colorlab.color.normalize_lab(lab)", False, 2),  # without the rule the cheat would pass
+    ],
+)
+def test_calling_the_forbidden_function_scores_zero_with_the_reason(release, tmp_path, answer, forbidden_kept, points):
+    teacher = read(DEMO)
+    if not forbidden_kept:
+        del cell_by_id(teacher, "normalize-lab").metadata["colorlab"]
+    source = tmp_path / "source" / DEMO.name
+    source.parent.mkdir()
+    nbformat.write(teacher, source)
+    report = grade(submit(release, tmp_path, {"normalize-lab": answer, "l1-term": L1_BY_TORCH}), source)
+    assert scores(report) == {"normalize-lab-tests": points, "l1-term-tests": 3}
+    if forbidden_kept:
+        assert "colorlab.color.normalize_lab, which this exercise forbids" in report.exercises[0].reason
 
 
 # --- the book's graded chapters ----------------------------------------------------------------
