@@ -14,7 +14,6 @@ import pytest
 
 from colorlab.assignments import (
     SMOKE_PARAMETERS,
-    add_cli,
     build_assignments,
     graded_cells,
     graded_chapters,
@@ -24,6 +23,7 @@ from colorlab.assignments import (
     student_version,
 )
 from colorlab.assignments import tests_cell as make_tests_cell  # not collected as a test
+from colorlab.assignments_cli import add_cli
 from colorlab.grading import grade, grading_notebook
 
 DEMO = Path(__file__).parent / "fixtures" / "assignment_demo.ipynb"
@@ -144,7 +144,7 @@ def test_badge_url_points_the_badge_at_the_students_copy(tmp_path):
     url = "https://colab.research.google.com/github/school/course/blob/main/release/{assignment}/{notebook}"
     assert cli("assignments", "build", str(DEMO), "-o", str(tmp_path), "--badge-url", url) == 0
     first = read(tmp_path / "release" / "assignment_demo" / "assignment_demo.ipynb").cells[0].source
-    assert "(https://colab.research.google.com/github/school/course/blob/main/release/assignment_demo/assignment_demo.ipynb)" in first
+    assert f"({url.format(assignment='assignment_demo', notebook='assignment_demo.ipynb')})" in first
     assert "colorlab-book/colorlab/blob/main/tests" not in first
 
 

@@ -50,7 +50,10 @@ def submission(answers: dict[str, str], edit=None) -> nbformat.NotebookNode:
 
 
 def drop(grade_id):
-    return lambda nb: nb.cells.remove(next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id))
+    def edit(nb):
+        nb.cells = [cell for cell in nb.cells if cell.metadata.get("nbgrader", {}).get("grade_id") != grade_id]
+
+    return edit
 
 
 def rename(nb):
@@ -93,7 +96,8 @@ CLASS = {  # student -> (submission, expected points per exercise, words expecte
             {"square-tests": "cell square: line 2 uses math.pow, which this exercise forbids"}),
     "max": (submission({**CORRECT, "square": "from operator import mul as m\nreturn m(x, x)"}),
             {"square-tests": 0, "cube-tests": 2}, {"square-tests": "operator.mul (under operator)"}),
-    "ned": (submission({**CORRECT, "square": "return helper(x)"}, add_helper_cell), {"square-tests": 0, "cube-tests": 2},
+    "ned": (submission({**CORRECT, "square": "return helper(x)"}, add_helper_cell),
+            {"square-tests": 0, "cube-tests": 2},
             {"square-tests": "cell 3: line 1 uses math.pow"}),
     "oli": (None, {"square-tests": 0, "cube-tests": 0}, {"square-tests": "cannot read", "cube-tests": "cannot read"}),
 }
@@ -130,7 +134,8 @@ def test_every_submission_gets_a_score_and_a_one_line_reason_per_exercise(graded
 
 
 def test_the_csv_has_exactly_one_row_per_student_and_exercise(graded):
-    assert sorted(graded) == sorted((student, exercise) for student in CLASS for exercise in ("square-tests", "cube-tests"))
+    expected = [(student, exercise) for student in CLASS for exercise in ("square-tests", "cube-tests")]
+    assert sorted(graded) == sorted(expected)
 
 
 def test_a_hang_costs_about_its_time_limit_not_the_whole_run(tmp_path):

@@ -28,7 +28,7 @@ def check(code: str, forbidden=FORBIDDEN, before: str = CHAPTER_IMPORTS) -> str 
         "def psnr(p, t):\n    return evaluate.psnr(p, t)",  # the chapter imported `evaluate`
         "from colorlab import evaluate as e\nmetric = e.psnr\ndef psnr(p, t):\n    return metric(p, t)",
         "def psnr(p, t):\n    return getattr(evaluate, 'psnr')(p, t)",
-        "def psnr(p, t):\n    from skimage.metrics import peak_signal_noise_ratio\n    return peak_signal_noise_ratio(t, p)",
+        "def psnr(p, t):\n    from skimage.metrics import peak_signal_noise_ratio as metric\n    return metric(t, p)",
         "from colorlab.evaluate import *",
         "from colorlab import *",
     ],
