@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -203,6 +205,29 @@ def test_publish_rewrites_executed_chapters_in_place_and_leaves_the_others(tmp_p
     publish_exercises([demo, plain])
     assert plain.read_bytes() == before
     assert "Show solution" in demo.read_text() and "BEGIN HIDDEN TESTS" not in demo.read_text()
+
+
+@pytest.mark.slow
+def test_rendered_page_and_its_download_show_the_exercise_fold_the_solution_and_hide_the_tests(tmp_path):
+    """Jupyter Book renders the published demo (no execution needed: the book renders as is)."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "_config.yml").write_text("title: demo\nexecute:\n  execute_notebooks: 'off'\n")
+    (tmp_path / "src" / "_toc.yml").write_text("format: jb-book\nroot: assignment_demo\n")
+    page = tmp_path / "src" / DEMO.name
+    page.write_bytes(DEMO.read_bytes())
+    publish_exercises([page])
+    command = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())"]
+    subprocess.run([*command, "build", str(tmp_path / "src"), "--path-output", str(tmp_path)], check=True)
+    html = (tmp_path / "_build" / "html" / "assignment_demo.html").read_text()
+    download = (tmp_path / "_build" / "html" / "_sources" / DEMO.name).read_text()
+    assert html.count("Show solution") == 2 and html.count("NotImplementedError") == 2
+    assert "abs</span><span class=\"p\">()" in html  # the teacher's solution, folded but on the page
+    teacher = read(DEMO)
+    hidden = [line for line in marked_lines(teacher, "HIDDEN TESTS") if "=" in line or "assert" in line]
+    for line in hidden:
+        assert json.dumps(line)[1:-1] not in download, line
+    for message in ("L is not L / 50 - 1", "not lambda * L1", "L = 100 is 1"):  # hidden asserts' messages
+        assert message not in html and message not in download
 
 
 def test_solution_cell_without_markers_is_replaced_whole():
