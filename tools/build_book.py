@@ -224,8 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if failures:
         print("\nChapters that failed (the HTML was not built):", *failures, sep="\n  ", file=sys.stderr)
         return 1
-    publish_exercises(chapters)  # graded exercises as students see them, solutions folded, no hidden tests
 
+    publish_exercises(chapters)  # graded exercises as students see them, solutions folded, no hidden tests
     if build_html(staging, args.path_output.resolve()) != 0:
         print("\nJupyter Book reported warnings or errors (see above).", file=sys.stderr)
         return 1
