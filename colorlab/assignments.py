@@ -6,12 +6,17 @@ A teacher notebook marks each exercise with two code cells carrying nbgrader's m
 * a *solution* cell (nbgrader's "Autograded answer"): the code between ``### BEGIN SOLUTION``
   and ``### END SOLUTION`` is what the student has to write;
 * a *tests* cell (nbgrader's "Autograder tests") worth ``points``: visible asserts, plus hidden
-  asserts between ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS`` that compare the
-  student's code with colorlab's own implementation.
+  asserts between ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS`` that check the
+  student's code against independent references (closed forms, known values, numpy).
+
+The solution cell may also list the names its solution must not use, in
+``cell.metadata["colorlab"]["forbidden"]`` (see `colorlab.integrity`).
 
 `build_assignments` writes nbgrader's course layout (``source/<assignment>/`` for the teacher,
-``release/<assignment>/`` for students), `grade` runs a submission with the teacher's tests
-restored and scores each tests cell. Same markers, metadata and layout as nbgrader, so a school
+``release/<assignment>/`` for students) and checks that nothing of the answers reached the
+release; `publish_exercises` turns an executed chapter into the book's public page;
+`colorlab.grading` runs submissions with the teacher's tests restored. Same markers, metadata
+and layout as nbgrader, so a school
 that runs nbgrader can import the notebooks unchanged; we do not depend on nbgrader itself because
 it brings a Jupyter server, JupyterLab and an SQL gradebook (about 100 packages) to do what
 nbformat + nbclient do here in a page.
@@ -19,19 +24,15 @@ nbformat + nbclient do here in a page.
 
 from __future__ import annotations
 
-import argparse
-import ast
 import copy
 import json
+import re
 import shutil
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import DeadKernelError
 from nbformat import NotebookNode
 
 BOOK_DIR = Path(__file__).resolve().parent.parent / "book"
@@ -54,6 +55,8 @@ SMOKE_PARAMETERS: dict[str, Any] = {
     "seed": 0,
     "smoke": True,
 }
+EXERCISE_TIMEOUT = 120  # grading: seconds for each cell a student wrote, and each solution or tests cell
+MAX_OUTPUT_BYTES = 1_000_000  # grading: output kept per cell, so a print loop cannot fill the grader's memory
 
 
 # --- authoring -------------------------------------------------------------------------------
@@ -66,11 +69,20 @@ def _nbgrader_metadata(grade_id: str, *, solution: bool, grade: bool, points: fl
     return metadata
 
 
-def solution_cell(source: str, grade_id: str) -> NotebookNode:
-    """A code cell the student completes (nbgrader's "Autograded answer")."""
-    return nbformat.v4.new_code_cell(
-        source, metadata={"nbgrader": _nbgrader_metadata(grade_id, solution=True, grade=False)}
-    )
+def solution_cell(source: str, grade_id: str, forbidden: Iterable[str] = ()) -> NotebookNode:
+    """A code cell the student completes (nbgrader's "Autograded answer"), which may not use `forbidden`."""
+    metadata: dict[str, Any] = {"nbgrader": _nbgrader_metadata(grade_id, solution=True, grade=False)}
+    if forbidden:
+        metadata["colorlab"] = {"forbidden": list(forbidden)}
+    return nbformat.v4.new_code_cell(source, metadata=metadata)
+
+
+def forbidden_names(cell: NotebookNode) -> list[str]:
+    """The dotted names a solution cell declares off limits (``colorlab.evaluate.psnr``, ``skimage.metrics``)."""
+    names = cell.get("metadata", {}).get("colorlab", {}).get("forbidden", [])
+    if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+        raise ValueError(f"{_nbgrader(cell).get('grade_id')}: colorlab.forbidden must be a list of dotted names")
+    return names
 
 
 def tests_cell(source: str, grade_id: str, points: float) -> NotebookNode:
@@ -143,6 +155,8 @@ def graded_cells(nb: NotebookNode) -> dict[str, NotebookNode]:
             raise ValueError(f"{where}: only code cells can be autograded")
         if meta.get("grade") and meta.get("solution"):
             raise ValueError(f"{where}: manually graded answers are not supported, split solution and tests")
+        if meta.get("solution"):
+            forbidden_names(cell)  # raises for a malformed declaration
         if meta.get("grade"):
             if not isinstance(meta.get("points"), (int, float)) or meta["points"] < 0:
                 raise ValueError(f"{where}: a tests cell needs points >= 0")
@@ -153,17 +167,48 @@ def graded_cells(nb: NotebookNode) -> dict[str, NotebookNode]:
 # --- building ---------------------------------------------------------------------------------
 
 
-def student_version(nb: NotebookNode) -> NotebookNode:
-    """The notebook handed out: solutions stubbed, hidden tests and outputs removed, graded cells locked."""
+# Links that open a notebook somewhere it runs: in the teacher's notebook they open the teacher's copy.
+LAUNCH_HOSTS = ("colab.research.google.com", "mybinder.org", "kaggle.com/kernels", "studiolab.sagemaker.aws")
+_BADGE = re.compile(  # a Markdown image that is a link, or an HTML link
+    r"\[!\[[^\]]*\]\([^)]*\)\]\((?P<url>[^)\s]+)\)|<a\s[^>]*href=\"(?P<href>[^\"]+)\"[^>]*>.*?</a>", re.S
+)
+
+
+def _launch_links(text: str) -> list[re.Match]:
+    """Badges and HTML links in `text` that launch a notebook (Colab, Binder, ...)."""
+    links = _BADGE.finditer(text)
+    return [match for match in links if any(host in (match["url"] or match["href"]) for host in LAUNCH_HOSTS)]
+
+
+def _rewrite_badges(text: str, badge_url: str | None) -> str:
+    """Point each launch badge at `badge_url` (the student's copy), or remove it when there is none."""
+    for match in reversed(_launch_links(text)):
+        old = match["url"] or match["href"]
+        replacement = match[0].replace(old, badge_url) if badge_url else ""
+        text = text[: match.start()] + replacement + text[match.end() :]
+    return text.lstrip("\n")
+
+
+def _stub_solutions(cell: NotebookNode) -> str:
+    """The cell's source with its solution regions replaced by the stub (the whole cell if unmarked)."""
+    source, has_solution = _replace_regions(cell.source, SOLUTION_MARKERS, CODE_STUB)
+    return source if has_solution or not _nbgrader(cell).get("solution") else "\n".join(CODE_STUB)
+
+
+def student_version(nb: NotebookNode, badge_url: str | None = None) -> NotebookNode:
+    """The notebook handed out: solutions stubbed, hidden tests, outputs and launch badges removed.
+
+    Graded cells are locked; `badge_url` is where launch badges should point instead (the
+    student's copy), or None to remove them.
+    """
     graded_cells(nb)  # refuse malformed markers before handing anything out
     student = copy.deepcopy(nb)
     student.metadata.pop("celltoolbar", None)
     for cell in student.cells:
         meta = _nbgrader(cell)
-        source, has_solution = _replace_regions(cell.source, SOLUTION_MARKERS, CODE_STUB)
-        if meta.get("solution") and not has_solution:
-            source = "\n".join(CODE_STUB)
-        cell.source, _ = _replace_regions(source, HIDDEN_TESTS_MARKERS, ())
+        cell.source, _ = _replace_regions(_stub_solutions(cell), HIDDEN_TESTS_MARKERS, ())
+        if cell.cell_type == "markdown":
+            cell.source = _rewrite_badges(cell.source, badge_url)
         if cell.cell_type == "code":  # outputs may print what the solution computes
             cell.outputs, cell.execution_count = [], None
         if meta.get("solution"):
@@ -173,8 +218,40 @@ def student_version(nb: NotebookNode) -> NotebookNode:
     return student
 
 
-def build_assignments(notebooks: Iterable[str | Path], out_dir: str | Path) -> list[Path]:
-    """Write nbgrader's layout, one assignment per notebook: ``source/<stem>/`` and ``release/<stem>/``."""
+def _marked_lines(nb: NotebookNode) -> list[str]:
+    """Lines of the solutions and hidden tests that could give them away: those of no other code cell.
+
+    A line that also appears in the chapter's own code (``import math``) is no secret; a line that
+    the teacher's prose repeats is, and is kept.
+    """
+    inside, outside = set(), set()
+    for cell in nb.cells:
+        kept = _replace_regions(_replace_regions(cell.source, SOLUTION_MARKERS, ())[0], HIDDEN_TESTS_MARKERS, ())[0]
+        if cell.cell_type == "code":
+            outside |= {line.strip() for line in kept.split("\n")}
+        inside |= {line.strip() for line in cell.source.split("\n")} - {line.strip() for line in kept.split("\n")}
+    return sorted(line for line in inside - outside if any(char.isalnum() for char in line))
+
+
+def release_leaks(teacher: NotebookNode, release_text: str) -> list[str]:
+    """What of the teacher's answers `release_text` (a released file, as written) still contains.
+
+    Solution and hidden-test lines (as JSON writes them) and the URLs of the teacher's launch badges.
+    """
+    lines = [line for line in _marked_lines(teacher) if json.dumps(line)[1:-1] in release_text]
+    urls = {match["url"] or match["href"] for cell in teacher.cells for match in _launch_links(cell.source)}
+    return lines + sorted(url for url in urls if url in release_text)
+
+
+def build_assignments(
+    notebooks: Iterable[str | Path], out_dir: str | Path, *, badge_url: str | None = None, check: bool = True
+) -> list[Path]:
+    """Write nbgrader's layout, one assignment per notebook: ``source/<stem>/`` and ``release/<stem>/``.
+
+    `badge_url` may use ``{assignment}`` and ``{notebook}`` (the released file's folder and name).
+    With `check`, a release that still contains a line of a solution or hidden test, or a badge
+    to the teacher's notebook, is deleted and the build fails.
+    """
     written: list[Path] = []
     for path in map(Path, notebooks):
         nb = nbformat.read(path, as_version=4)
@@ -185,9 +262,48 @@ def build_assignments(notebooks: Iterable[str | Path], out_dir: str | Path) -> l
         source.parent.mkdir(parents=True, exist_ok=True)
         release.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, source)
-        nbformat.write(student_version(nb), release)
+        url = badge_url.format(assignment=path.stem, notebook=path.name) if badge_url else None
+        nbformat.write(student_version(nb, url), release)
+        leaks = release_leaks(nb, release.read_text(encoding="utf-8")) if check else []
+        if leaks:
+            release.unlink()
+            raise ValueError(f"{path}: {len(leaks)} line(s) of the answers survive in the release, e.g. {leaks[0]!r}")
         written += [source, release]
     return written
+
+
+def public_version(executed: NotebookNode) -> NotebookNode:
+    """An executed chapter as the public book shows it: the exercise as students get it, the
+    teacher's solution folded in a "Show solution" cell under it, and no hidden test (source or output)."""
+    graded_cells(executed)
+    page = copy.deepcopy(executed)
+    cells = []
+    for cell in page.cells:
+        meta = _nbgrader(cell)
+        source, has_hidden_tests = _replace_regions(cell.source, HIDDEN_TESTS_MARKERS, ())
+        if has_hidden_tests:  # the hidden asserts may have printed
+            cell.source, cell.outputs = source, []
+        cells.append(cell)
+        if meta.get("solution"):
+            solution = nbformat.v4.new_code_cell(
+                "\n".join(line for line in cell.source.split("\n") if not any(m in line for m in SOLUTION_MARKERS)),
+                metadata={"tags": ["hide-input"],
+                          "mystnb": {"code_prompt_show": "Show solution", "code_prompt_hide": "Hide solution"}},
+            )
+            solution.id = f"{cell.get('id', 'cell')}-solution"[:64]
+            solution.outputs, solution.execution_count = cell.outputs, cell.execution_count
+            cell.source, cell.outputs, cell.execution_count = _stub_solutions(cell), [], None
+            cells.append(solution)
+    page.cells = cells
+    return page
+
+
+def publish_exercises(notebooks: Iterable[Path]) -> None:
+    """Rewrite executed chapters in place as `public_version` (the book build calls this before rendering)."""
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        if graded_cells(nb):
+            nbformat.write(public_version(nb), path)
 
 
 def book_notebooks(book_dir: Path = BOOK_DIR) -> list[Path]:
@@ -202,198 +318,3 @@ def book_notebooks(book_dir: Path = BOOK_DIR) -> list[Path]:
 def graded_chapters(book_dir: Path = BOOK_DIR) -> list[Path]:
     """The book's notebooks that contain graded exercises: the default assignments."""
     return [path for path in book_notebooks(book_dir) if graded_cells(nbformat.read(path, as_version=4))]
-
-
-# --- grading ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ExerciseScore:
-    grade_id: str
-    points: float
-    max_points: float
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class GradeReport:
-    submission: str
-    source: str
-    exercises: list[ExerciseScore]
-
-    @property
-    def points(self) -> float:
-        return sum(exercise.points for exercise in self.exercises)
-
-    @property
-    def max_points(self) -> float:
-        return sum(exercise.max_points for exercise in self.exercises)
-
-    def to_json(self) -> str:
-        return json.dumps({**asdict(self), "points": self.points, "max_points": self.max_points}, indent=2)
-
-    def format_table(self) -> str:
-        """One line per exercise, the error (first line) for those that lost their points."""
-        width = max([len("exercise")] + [len(exercise.grade_id) for exercise in self.exercises])
-        lines = [f"{'exercise':<{width}}  {'points':>9}  error", "-" * (width + 18)]
-        for exercise in self.exercises:
-            error = (exercise.error or "").split("\n")[0]
-            lines.append(f"{exercise.grade_id:<{width}}  {_fraction(exercise.points, exercise.max_points)}  {error}")
-        lines += ["-" * (width + 18), f"{'total':<{width}}  {_fraction(self.points, self.max_points)}"]
-        return "\n".join(line.rstrip() for line in lines)
-
-
-def _fraction(points: float, max_points: float) -> str:
-    return f"{points:>4g}/{max_points:<4g}"
-
-
-def _declared_names(source: str) -> set[str]:
-    """Names assigned at the top level of a `parameters` cell (``size = 256``, ``seed: int = 0``)."""
-    targets = []
-    for node in ast.parse(source).body:
-        if isinstance(node, ast.Assign):
-            targets += node.targets
-        elif isinstance(node, ast.AnnAssign):
-            targets.append(node.target)
-    return {name.id for target in targets for name in ast.walk(target) if isinstance(name, ast.Name)}
-
-
-def grading_notebook(
-    submission: NotebookNode, source: NotebookNode, parameters: Mapping[str, Any] = SMOKE_PARAMETERS
-) -> NotebookNode:
-    """What the grader executes: the submission with the teacher's locked cells put back.
-
-    Tests cells (and read-only cells) are matched by grade_id and restored from the teacher's
-    notebook, which brings back the hidden tests and undoes any edit of the visible ones. Smoke
-    parameters go into a cell tagged ``injected-parameters`` after the ``parameters`` cell.
-    """
-    teacher = {_nbgrader(cell)["grade_id"]: cell for cell in source.cells if _is_locked(cell)}
-    nb = copy.deepcopy(submission)
-    for index, cell in enumerate(nb.cells):
-        original = teacher.get(_nbgrader(cell).get("grade_id"))
-        if original is not None:
-            nb.cells[index] = copy.deepcopy(original)
-    for index, cell in enumerate(nb.cells):
-        if "parameters" in cell.metadata.get("tags", []):
-            declared = _declared_names(cell.source)
-            overrides = [f"{name} = {value!r}" for name, value in parameters.items() if name in declared]
-            if overrides:
-                source = "\n".join(["# Smoke parameters injected by colorlab's grader", *overrides])
-                injected = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"]})
-                nb.cells.insert(index + 1, injected)
-            break
-    return nb
-
-
-def _score(grade_id: str, max_points: float, cell: NotebookNode | None, kernel_death: str | None) -> ExerciseScore:
-    """Full points if the tests cell ran without an error, else none (nbgrader's rule for code cells)."""
-    if cell is None:
-        error = "tests cell missing from the submission"
-    elif cell.execution_count is None:
-        error = kernel_death or "not run"
-    else:
-        errors = [out for out in cell.outputs if out.output_type == "error"]
-        error = f"{errors[0].ename}: {errors[0].evalue}".rstrip(": ") if errors else None
-    return ExerciseScore(grade_id, 0 if error else max_points, max_points, error)
-
-
-def teacher_notebook(name: str, book_dir: Path = BOOK_DIR) -> Path:
-    """The book's notebook called `name`: the default answer key for a submission of that name."""
-    matches = [path for path in book_notebooks(book_dir) if path.name == name]
-    if len(matches) != 1:
-        raise FileNotFoundError(f"expected one notebook named {name} under {book_dir}, found {len(matches)}")
-    return matches[0]
-
-
-def grade(
-    submission_path: str | Path,
-    source_path: str | Path | None = None,
-    *,
-    timeout: int = 600,
-    parameters: Mapping[str, Any] = SMOKE_PARAMETERS,
-) -> GradeReport:
-    """Run a student's notebook against the teacher's tests and score every tests cell.
-
-    Errors never stop the run (a stubbed exercise only costs its own points: nbclient with
-    ``allow_errors``, where papermill would stop at the first error); a cell running
-    longer than `timeout` seconds is interrupted and fails. The kernel starts in the teacher
-    notebook's folder, so relative paths resolve as in the book. This executes student code:
-    grade in a container or an account with nothing to lose.
-    """
-    submission_path = Path(submission_path)
-    source_path = Path(source_path) if source_path else teacher_notebook(submission_path.name)
-    source = nbformat.read(source_path, as_version=4)
-    tests = graded_cells(source)
-    nb = grading_notebook(nbformat.read(submission_path, as_version=4), source, parameters)
-    client = NotebookClient(
-        nb,
-        timeout=timeout,
-        kernel_name="python3",
-        allow_errors=True,
-        interrupt_on_timeout=True,
-        resources={"metadata": {"path": str(source_path.parent)}},
-    )
-    kernel_death = None
-    try:
-        client.execute()
-    except DeadKernelError as error:
-        kernel_death = f"not run: the kernel died ({error})"
-    executed = {_nbgrader(cell)["grade_id"]: cell for cell in nb.cells if _nbgrader(cell).get("grade_id") in tests}
-    scores = [
-        _score(grade_id, _nbgrader(cell)["points"], executed.get(grade_id), kernel_death)
-        for grade_id, cell in tests.items()
-    ]
-    return GradeReport(str(submission_path), str(source_path), scores)
-
-
-# --- command line -----------------------------------------------------------------------------
-
-
-def _chapter_path(chapter: str) -> Path:
-    """A notebook path, or a name prefix of one of the book's notebooks (``05`` -> ``book/05_....ipynb``)."""
-    if Path(chapter).exists():
-        return Path(chapter)
-    matches = [path for path in book_notebooks() if path.name.startswith(chapter)]
-    if len(matches) != 1:
-        raise FileNotFoundError(f"'{chapter}' matches {len(matches)} notebooks in {BOOK_DIR}, expected one")
-    return matches[0]
-
-
-def _build_command(args: argparse.Namespace) -> int:
-    notebooks = [_chapter_path(chapter) for chapter in args.chapters] or graded_chapters()
-    if not notebooks:
-        raise FileNotFoundError(f"no notebook with graded exercises in {BOOK_DIR}")
-    for path in build_assignments(notebooks, args.out):
-        print(path)
-    return 0
-
-
-def _grade_command(args: argparse.Namespace) -> int:
-    report = grade(args.submission, args.source, timeout=args.timeout)
-    print(report.format_table())
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(report.to_json() + "\n")
-    return 0
-
-
-def add_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``assignments build`` and ``assignments grade``; each sets ``func(args) -> exit code``."""
-    parser = subparsers.add_parser("assignments", help="hand chapters out as assignments and grade them")
-    commands = parser.add_subparsers(dest="assignments_command", required=True)
-
-    build = commands.add_parser("build", help="write source/ and release/ (student) versions, nbgrader layout")
-    build.add_argument(
-        "chapters", nargs="*", help="notebooks or name prefixes in book/ (default: all with graded exercises)"
-    )
-    build.add_argument("-o", "--out", type=Path, default=Path("assignments"), help="course folder to write")
-    build.set_defaults(func=_build_command)
-
-    grade_parser = commands.add_parser("grade", help="run a submission against the hidden tests and score it")
-    grade_parser.add_argument("submission", type=Path, help="the student's notebook")
-    grade_parser.add_argument(
-        "--source", type=Path, help="teacher notebook (default: the one with the same file name in book/)"
-    )
-    grade_parser.add_argument("--json", type=Path, help="also write the report as JSON here")
-    grade_parser.add_argument("--timeout", type=int, default=600, help="seconds allowed per cell")
-    grade_parser.set_defaults(func=_grade_command)

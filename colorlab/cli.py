@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_colorize(sub)
     _add_experiment(sub)
-    from .assignments import add_cli
+    from .assignments_cli import add_cli
 
     add_cli(sub)
     return parser

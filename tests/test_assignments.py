@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -14,20 +16,23 @@ import pytest
 
 from colorlab.assignments import (
     SMOKE_PARAMETERS,
-    add_cli,
-    grade,
+    build_assignments,
     graded_cells,
     graded_chapters,
-    grading_notebook,
+    public_version,
+    publish_exercises,
     solution_cell,
     student_version,
 )
 from colorlab.assignments import tests_cell as make_tests_cell  # not collected as a test
+from colorlab.assignments_cli import add_cli
+from colorlab.grading import grade, grading_notebook
 
 DEMO = Path(__file__).parent / "fixtures" / "assignment_demo.ipynb"
 POINTS = {"normalize-lab-tests": 2, "l1-term-tests": 3}
 STUB = "# YOUR CODE HERE\n    raise NotImplementedError()"
 L1_BY_TORCH = "return lam * torch.nn.functional.l1_loss(fake_ab, real_ab)"  # correct, unlike the teacher's text
+COLAB = "colab.research.google.com"
 L2_INSTEAD_OF_L1 = "return lam * torch.nn.functional.mse_loss(fake_ab, real_ab)"
 NORMALIZE = "return lab[:, :1] / 50 - 1, lab[:, 1:] / 110"
 
@@ -113,7 +118,7 @@ def test_release_keeps_no_solution_and_no_hidden_test(release):
         assert marker not in text
     teacher = read(DEMO)
     solution_lines, hidden_lines = marked_lines(teacher, "SOLUTION"), marked_lines(teacher, "HIDDEN TESTS")
-    assert len(solution_lines) == 4 and len(hidden_lines) == 6
+    assert len(solution_lines) == 4 and len(hidden_lines) == 7
     for line in solution_lines + hidden_lines:
         assert json.dumps(line)[1:-1] not in text, line  # as it would be written in the JSON file
 
@@ -128,6 +133,101 @@ def test_release_keeps_the_exercise_scaffold_and_locks_graded_cells(release):
     assert "assert L.shape ==" in tests.source  # visible tests stay visible
     assert tests.metadata.deletable is False and tests.metadata.editable is False
     assert all(cell.outputs == [] for cell in student.cells if cell.cell_type == "code")
+
+
+def test_release_drops_the_badge_that_opens_the_teachers_notebook(release):
+    assert COLAB in DEMO.read_text()  # the teacher's notebook has one
+    text = release.read_text()
+    assert COLAB not in text and "Open In Colab" not in text
+    assert read(release).cells[0].source.startswith("# Assignment demo")
+
+
+def test_badge_url_points_the_badge_at_the_students_copy(tmp_path):
+    url = "https://colab.research.google.com/github/school/course/blob/main/release/{assignment}/{notebook}"
+    assert cli("assignments", "build", str(DEMO), "-o", str(tmp_path), "--badge-url", url) == 0
+    first = read(tmp_path / "release" / "assignment_demo" / "assignment_demo.ipynb").cells[0].source
+    assert f"({url.format(assignment='assignment_demo', notebook='assignment_demo.ipynb')})" in first
+    assert "colorlab-book/colorlab/blob/main/tests" not in first
+
+
+def test_build_refuses_a_release_that_still_gives_an_answer_away(tmp_path):
+    teacher = read(DEMO)
+    hint = "Stuck? The answer is `return lam * (fake_ab - real_ab).abs().mean()`."  # prose quoting the solution
+    teacher.cells.append(nbformat.v4.new_markdown_cell(hint))
+    path = tmp_path / "leaky.ipynb"
+    nbformat.write(teacher, path)
+    with pytest.raises(ValueError, match="survive in the release.*return lam"):
+        build_assignments([path], tmp_path / "course")
+    assert not (tmp_path / "course" / "release" / "leaky" / "leaky.ipynb").exists()
+    assert build_assignments([path], tmp_path / "unchecked", check=False)  # the teacher's choice, explicitly
+
+
+def test_the_books_release_folder_holds_no_solution_hidden_test_or_teacher_badge(tmp_path):
+    assert cli("assignments", "build", "-o", str(tmp_path)) == 0
+    released = {path.name: path.read_text() for path in (tmp_path / "release").rglob("*") if path.is_file()}
+    assert sorted(released) == sorted(chapter.name for chapter in graded_chapters())
+    text = "\n".join(released.values())
+    assert "BEGIN SOLUTION" not in text and "HIDDEN TESTS" not in text and COLAB not in text
+    for chapter in graded_chapters():
+        teacher = read(chapter)
+        for line in marked_lines(teacher, "SOLUTION") + marked_lines(teacher, "HIDDEN TESTS"):
+            assert json.dumps(line)[1:-1] not in released[chapter.name], (chapter.name, line)
+
+
+@pytest.mark.parametrize("chapter", [DEMO, *graded_chapters()], ids=lambda path: path.stem)
+def test_public_page_shows_the_exercise_folds_the_solution_and_drops_hidden_tests(chapter):
+    teacher = read(chapter)
+    for cell in graded_cells(teacher).values():  # as if executed: the hidden asserts printed
+        cell.outputs = [nbformat.v4.new_output("stream", text="hidden check printed this\n")]
+    page = public_version(teacher)
+    nbformat.validate(page)
+    text = nbformat.writes(page)
+    assert "hidden check printed this" not in text
+    for line in marked_lines(teacher, "HIDDEN TESTS"):
+        assert json.dumps(line)[1:-1] not in text, line
+    assert len({cell.id for cell in page.cells}) == len(page.cells)
+    solutions = [i for i, cell in enumerate(page.cells) if cell.metadata.get("nbgrader", {}).get("solution")]
+    assert len(solutions) == len(graded_cells(teacher))
+    for index in solutions:
+        visible, folded = page.cells[index], page.cells[index + 1]
+        assert visible.source.rstrip().endswith("raise NotImplementedError()") and "SOLUTION" not in visible.source
+        assert folded.metadata.tags == ["hide-input"] and folded.metadata.mystnb["code_prompt_show"] == "Show solution"
+        original = cell_by_id(teacher, visible.metadata.nbgrader.grade_id).source
+        kept = [line for line in original.split("\n") if "SOLUTION" not in line]
+        assert folded.source.split("\n") == kept and "nbgrader" not in folded.metadata
+
+
+def test_publish_rewrites_executed_chapters_in_place_and_leaves_the_others(tmp_path):
+    demo, plain = tmp_path / DEMO.name, tmp_path / "plain.ipynb"
+    demo.write_bytes(DEMO.read_bytes())
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), plain)
+    before = plain.read_bytes()
+    publish_exercises([demo, plain])
+    assert plain.read_bytes() == before
+    assert "Show solution" in demo.read_text() and "BEGIN HIDDEN TESTS" not in demo.read_text()
+
+
+@pytest.mark.slow
+def test_rendered_page_and_its_download_show_the_exercise_fold_the_solution_and_hide_the_tests(tmp_path):
+    """Jupyter Book renders the published demo (no execution needed: the book renders as is)."""
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "_config.yml").write_text("title: demo\nexecute:\n  execute_notebooks: 'off'\n")
+    (tmp_path / "src" / "_toc.yml").write_text("format: jb-book\nroot: assignment_demo\n")
+    page = tmp_path / "src" / DEMO.name
+    page.write_bytes(DEMO.read_bytes())
+    publish_exercises([page])
+    command = [sys.executable, "-c", "import sys; from jupyter_book.cli.main import main; sys.exit(main())"]
+    subprocess.run([*command, "build", str(tmp_path / "src"), "--path-output", str(tmp_path)], check=True)
+    html = (tmp_path / "_build" / "html" / "assignment_demo.html").read_text()
+    download = (tmp_path / "_build" / "html" / "_sources" / DEMO.name).read_text()
+    assert html.count("Show solution") == 2 and html.count("NotImplementedError") == 2
+    assert "abs</span><span class=\"p\">()" in html  # the teacher's solution, folded but on the page
+    teacher = read(DEMO)
+    hidden = [line for line in marked_lines(teacher, "HIDDEN TESTS") if "=" in line or "assert" in line]
+    for line in hidden:
+        assert json.dumps(line)[1:-1] not in download, line
+    for message in ("L is not L / 50 - 1", "not lambda * L1", "L = 100 is 1"):  # hidden asserts' messages
+        assert message not in html and message not in download
 
 
 def test_solution_cell_without_markers_is_replaced_whole():
@@ -178,7 +278,7 @@ def test_teacher_version_scores_full_marks(tmp_path, capsys):
     assert "normalize-lab-tests" in table and "total" in table and "5/5" in table
     report = json.loads(report_path.read_text())
     assert (report["points"], report["max_points"]) == (5, 5)
-    assert [(e["grade_id"], e["points"], e["error"]) for e in report["exercises"]] == [
+    assert [(e["grade_id"], e["points"], e["reason"]) for e in report["exercises"]] == [
         ("normalize-lab-tests", 2, None),
         ("l1-term-tests", 3, None),
     ]
@@ -188,7 +288,7 @@ def test_student_version_scores_zero_without_stopping_the_grader(release):
     report = grade(release, DEMO)
     assert scores(report) == {"normalize-lab-tests": 0, "l1-term-tests": 0}
     assert (report.points, report.max_points) == (0, 5)
-    assert all(exercise.error == "NotImplementedError" for exercise in report.exercises)
+    assert all(exercise.reason == "NotImplementedError" for exercise in report.exercises)
 
 
 def test_one_exercise_filled_in_scores_exactly_its_points(release, tmp_path):
@@ -200,8 +300,29 @@ def test_one_exercise_filled_in_scores_exactly_its_points(release, tmp_path):
 def test_l2_instead_of_l1_loses_the_exercise(release, tmp_path):
     report = grade(submit(release, tmp_path, {"normalize-lab": NORMALIZE, "l1-term": L2_INSTEAD_OF_L1}), DEMO)
     assert scores(report) == {"normalize-lab-tests": 2, "l1-term-tests": 0}
-    assert report.exercises[1].error == "AssertionError: not lambda * L1"  # caught by a hidden test
+    assert report.exercises[1].reason == "AssertionError: not lambda * L1"  # caught by a hidden test
     assert "l1-term-tests" in report.format_table() and "AssertionError" in report.format_table()
+
+
+@pytest.mark.parametrize(
+    ("answer", "forbidden_kept", "points"),
+    [
+        ("return colorlab.color.normalize_lab(lab)", True, 0),  # the one-line cheat
+        ("from colorlab.color import normalize_lab as scale\n    return scale(lab)", True, 0),  # an alias
+        ("return colorlab.color.normalize_lab(lab)", False, 2),  # without the rule the cheat would pass
+    ],
+)
+def test_calling_the_forbidden_function_scores_zero_with_the_reason(release, tmp_path, answer, forbidden_kept, points):
+    teacher = read(DEMO)
+    if not forbidden_kept:
+        del cell_by_id(teacher, "normalize-lab").metadata["colorlab"]
+    source = tmp_path / "source" / DEMO.name
+    source.parent.mkdir()
+    nbformat.write(teacher, source)
+    report = grade(submit(release, tmp_path, {"normalize-lab": answer, "l1-term": L1_BY_TORCH}), source)
+    assert scores(report) == {"normalize-lab-tests": points, "l1-term-tests": 3}
+    if forbidden_kept:
+        assert "colorlab.color.normalize_lab, which this exercise forbids" in report.exercises[0].reason
 
 
 # --- the book's graded chapters ----------------------------------------------------------------

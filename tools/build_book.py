@@ -39,6 +39,7 @@ import yaml
 from papermill.exceptions import PapermillExecutionError
 
 from colorlab.assignments import SMOKE_PARAMETERS  # the smallest run of every cell, as the grader uses
+from colorlab.assignments import publish_exercises
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")  # what the staging folder gets
@@ -333,6 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\nThe run-time table: {error}", file=sys.stderr)
         return 1
 
+    publish_exercises(chapters)  # graded exercises as students see them, solutions folded, no hidden tests
     if build_html(staging, args.path_output.resolve()) != 0:
         print("\nJupyter Book reported warnings or errors (see above).", file=sys.stderr)
         return 1
