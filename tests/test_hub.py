@@ -1,0 +1,195 @@
+"""Published models: the registry, the local search, and downloads from a real HTTP server on 127.0.0.1.
+
+Every download test serves a checkpoint generated here from a server started here, on the
+loopback address only; nothing reaches beyond this machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+
+import colorlab
+from colorlab import hub
+from colorlab.checkpoint import save_checkpoint
+from colorlab.models import build_generator
+
+ROOT = Path(__file__).resolve().parents[1]
+MANIFEST = ROOT.parent / "shared" / "models" / "MANIFEST.json"
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A real generator-only checkpoint of a 32 px baseline U-Net, exported like a published one."""
+    folder = tmp_path_factory.mktemp("train")
+    torch.manual_seed(0)
+    generator = build_generator("baseline", 32)
+    training = save_checkpoint(folder / "gan.pt", {"spec": generator.spec, "stage": "gan", "epoch": 1,
+                                                   "generator": generator.state_dict(),
+                                                   "history": {"loss_G_L1": [0.3]}})
+    hub.export_checkpoint(training, folder / "tiny-32.pt")
+    return folder / "tiny-32.pt"
+
+
+class _Server:
+    """An HTTP server on 127.0.0.1 serving `files` by name; `/truncated/NAME` sends half of NAME's body."""
+
+    def __init__(self, files: dict[str, bytes]):
+        self.files, self.requests = files, []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                truncated = self.path.startswith("/truncated/")
+                body = server.files.get(self.path.removeprefix("/truncated"))
+                if body is None:
+                    self.send_error(404, "Not Found")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[: len(body) // 2] if truncated else body)
+                self.close_connection = True
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server(tiny_checkpoint):
+    running = _Server({"/tiny-32.pt": tiny_checkpoint.read_bytes()})
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch) -> Path:
+    """No ../shared/models, no $COLORLAB_MODELS, an empty cache: only what a test puts there exists."""
+    monkeypatch.setattr(hub, "SHARED_MODELS", tmp_path / "no-shared")
+    monkeypatch.setattr(hub, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.delenv("COLORLAB_MODELS", raising=False)
+    monkeypatch.setattr(hub, "_verified", {})
+    return tmp_path / "cache"
+
+
+def _register(monkeypatch, checkpoint: Path, url: str, sha256: str | None = None) -> hub.PublishedModel:
+    data = checkpoint.read_bytes()
+    model = hub.PublishedModel(name="tiny-32", file="tiny-32.pt", sha256=sha256 or hashlib.sha256(data).hexdigest(),
+                               bytes=len(data), spec={"arch": "baseline", "size": 32, "n_down": 5}, url=url)
+    monkeypatch.setitem(hub.MODELS, "tiny-32", model)
+    return model
+
+
+def test_download_succeeds_and_a_second_call_is_served_from_the_cache(isolated, server, tiny_checkpoint,
+                                                                       monkeypatch):
+    _register(monkeypatch, tiny_checkpoint, f"{server.url}/tiny-32.pt")
+    assert not hub.is_available("tiny-32")
+    generator = hub.load_pretrained("tiny-32")
+    assert server.requests == ["/tiny-32.pt"]
+    assert (isolated / "tiny-32.pt").read_bytes() == tiny_checkpoint.read_bytes()
+    assert list(isolated.iterdir()) == [isolated / "tiny-32.pt"]  # no temporary file left beside it
+    assert not generator.training and generator.published.name == "tiny-32"
+    with torch.no_grad():
+        assert generator(torch.zeros(1, 1, 32, 32)).shape == (1, 2, 32, 32)
+
+    assert hub.is_available("tiny-32")
+    monkeypatch.setattr(hub, "_verified", {})  # a fresh process: the cached file is checksummed again
+    assert hub.fetch_pretrained("tiny-32") == isolated / "tiny-32.pt"
+    assert server.requests == ["/tiny-32.pt"]  # no second request
+
+
+@pytest.mark.parametrize("case, message", [
+    ("checksum", "has the wrong sha256"),
+    ("truncated", "truncated|broke off"),
+    ("404", "HTTP 404"),
+])
+def test_a_failed_download_is_one_line_with_the_ways_out_and_leaves_nothing(isolated, server, tiny_checkpoint,
+                                                                            monkeypatch, case, message):
+    url = {"checksum": f"{server.url}/tiny-32.pt", "truncated": f"{server.url}/truncated/tiny-32.pt",
+           "404": f"{server.url}/missing.pt"}[case]
+    _register(monkeypatch, tiny_checkpoint, url, sha256="0" * 64 if case == "checksum" else None)
+    with pytest.raises(hub.PublishedModelError, match=message) as error:
+        hub.fetch_pretrained("tiny-32")
+    text = str(error.value)
+    assert "\n" not in text and "'tiny-32'" in text
+    assert "by hand" in text and hub.TRAIN_COMMAND in text
+    assert not isolated.exists() or list(isolated.iterdir()) == []
+    assert len(server.requests) == 1
+
+
+def test_no_server_is_a_clear_error_and_leaves_nothing(isolated, tiny_checkpoint, monkeypatch):
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    _register(monkeypatch, tiny_checkpoint, f"http://127.0.0.1:{port}/tiny-32.pt")
+    with pytest.raises(hub.PublishedModelError, match="cannot reach .*no network"):
+        hub.fetch_pretrained("tiny-32")
+    assert not isolated.exists() or list(isolated.iterdir()) == []
+
+
+def test_local_files_are_found_in_order_and_checked(isolated, tiny_checkpoint, monkeypatch, tmp_path):
+    _register(monkeypatch, tiny_checkpoint, "http://127.0.0.1:9/never-used.pt")
+    env_dir, shared = tmp_path / "env", tmp_path / "no-shared"
+    for folder in (env_dir, shared):
+        folder.mkdir()
+        (folder / "tiny-32.pt").write_bytes(tiny_checkpoint.read_bytes())
+    monkeypatch.setenv("COLORLAB_MODELS", str(env_dir))
+    assert hub.fetch_pretrained("tiny-32") == env_dir / "tiny-32.pt"
+    monkeypatch.delenv("COLORLAB_MODELS")
+    assert hub.fetch_pretrained("tiny-32") == shared / "tiny-32.pt"
+    assert hub.fetch_pretrained("tiny-32", path=tiny_checkpoint) == tiny_checkpoint
+
+    damaged = bytearray(tiny_checkpoint.read_bytes())
+    damaged[-100] ^= 0xFF  # same size, one byte flipped
+    (shared / "tiny-32.pt").write_bytes(bytes(damaged))
+    with pytest.raises(hub.PublishedModelError, match="no-shared/tiny-32.pt has sha256"):
+        hub.fetch_pretrained("tiny-32")
+    with pytest.raises(hub.PublishedModelError, match="downloads are off"):
+        (shared / "tiny-32.pt").unlink()
+        hub.fetch_pretrained("tiny-32", download=False)
+
+
+def test_unknown_name_lists_the_published_models():
+    with pytest.raises(hub.PublishedModelError, match="baseline-64, resnet18-l1-64, resnet18-gan-64"):
+        hub.get("resnet50-gan")
+
+
+def test_export_writes_a_half_precision_generator_only_file(tiny_checkpoint):
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    assert set(state) == {"format", "spec", "stage", "epoch", "generator"}
+    assert {t.dtype for t in state["generator"].values() if t.is_floating_point()} == {torch.float16}
+
+
+def test_registry_urls_are_release_assets_of_the_one_repository_url():
+    for model in hub.MODELS.values():
+        assert model.url.startswith(colorlab.REPOSITORY_URL + "/releases/download/")
+        assert model.url.endswith("/" + model.file)
+    assert sorted(hub.PREFERENCE) == sorted(hub.MODELS)
+
+
+def test_registry_agrees_with_the_published_manifest():
+    if not MANIFEST.is_file():
+        pytest.skip(f"{MANIFEST} is not present: nothing to compare the registry with")
+    published = {entry["name"]: entry for entry in json.loads(MANIFEST.read_text())["models"]}
+    assert set(published) == set(hub.MODELS)
+    for name, model in hub.MODELS.items():
+        entry = published[name]
+        assert (model.file, model.sha256, model.bytes, model.spec) == (entry["file"], entry["sha256"],
+                                                                       entry["bytes"], entry["spec"])
+        assert model.metrics() == entry["validation"]["metrics"]
