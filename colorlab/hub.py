@@ -216,3 +216,36 @@ def export_checkpoint(checkpoint: str | Path, target: str | Path) -> dict:
     return {"name": path.stem, "file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size,
             "spec": state["spec"], "stage": state["stage"], "epochs_in_stage": state["epoch"],
             "history": state.get("history", {})}
+
+
+ARCHITECTURES = {"baseline": "pix2pix U-Net", "resnet18": "ResNet18 DynamicUnet"}
+
+
+def table() -> list[str]:
+    """`colorlab models`: one row per published model, then what each was trained on."""
+    header = (f"{'name':<17}{'architecture':<22}{'size':>5}  {'epochs':<22}{'PSNR':>6}{'colourf.':>9}{'dCF':>7}"
+              "  local file")
+    rows, trained_on = [header], []
+    for name in MODELS:
+        model, local = MODELS[name], local_file(name)
+        metrics = model.metrics()
+        epochs = " + ".join(f"{n} {stage}" for stage, n in model.info.get("epochs", {}).items())
+        rows.append(f"{name:<17}{ARCHITECTURES.get(model.spec['arch'], model.spec['arch']):<22}"
+                    f"{model.spec['size']:>5}  {epochs:<22}{metrics.get('psnr', float('nan')):>6.2f}"
+                    f"{metrics.get('colourfulness', float('nan')):>9.1f}{metrics.get('dCF', float('nan')):>+7.1f}"
+                    f"  {local if local else 'not here: download with colorlab models fetch ' + name}")
+        trained_on.append(f"  {name}: {model.info.get('trained_on', '?')}; {model.info.get('device', '?')}, "
+                          f"{model.info.get('date', '?')}")
+    photos = next(iter(MODELS.values())).info.get("validation", {}).get("photos", "the validation photos")
+    return rows + [f"metrics on {photos}; trained on:"] + trained_on
+
+
+def add_cli(subparsers) -> None:
+    """Register `colorlab models` (list) and `colorlab models fetch NAME`; each sets `func(args) -> exit code`."""
+    parser = subparsers.add_parser("models", help="list the published models, or fetch one",
+                                   description="List the published models and whether their files are here.")
+    parser.set_defaults(func=lambda args: print("\n".join(table())) or 0)
+    commands = parser.add_subparsers(dest="models_command")
+    fetch = commands.add_parser("fetch", help="find or download a published model and check its sha256")
+    fetch.add_argument("name", choices=list(MODELS))
+    fetch.set_defaults(func=lambda args: print(fetch_pretrained(args.name)) or 0)

@@ -6,7 +6,6 @@ loopback address only; nothing reaches beyond this machine.
 
 from __future__ import annotations
 
-import hashlib
 import http.server
 import json
 import socket
@@ -18,24 +17,9 @@ import torch
 
 import colorlab
 from colorlab import hub
-from colorlab.checkpoint import save_checkpoint
-from colorlab.models import build_generator
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT.parent / "shared" / "models" / "MANIFEST.json"
-
-
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A real generator-only checkpoint of a 32 px baseline U-Net, exported like a published one."""
-    folder = tmp_path_factory.mktemp("train")
-    torch.manual_seed(0)
-    generator = build_generator("baseline", 32)
-    training = save_checkpoint(folder / "gan.pt", {"spec": generator.spec, "stage": "gan", "epoch": 1,
-                                                   "generator": generator.state_dict(),
-                                                   "history": {"loss_G_L1": [0.3]}})
-    hub.export_checkpoint(training, folder / "tiny-32.pt")
-    return folder / "tiny-32.pt"
 
 
 class _Server:
@@ -78,39 +62,21 @@ def server(tiny_checkpoint):
     running.close()
 
 
-@pytest.fixture
-def isolated(tmp_path, monkeypatch) -> Path:
-    """No ../shared/models, no $COLORLAB_MODELS, an empty cache: only what a test puts there exists."""
-    monkeypatch.setattr(hub, "SHARED_MODELS", tmp_path / "no-shared")
-    monkeypatch.setattr(hub, "CACHE_DIR", tmp_path / "cache")
-    monkeypatch.delenv("COLORLAB_MODELS", raising=False)
-    monkeypatch.setattr(hub, "_verified", {})
-    return tmp_path / "cache"
-
-
-def _register(monkeypatch, checkpoint: Path, url: str, sha256: str | None = None) -> hub.PublishedModel:
-    data = checkpoint.read_bytes()
-    model = hub.PublishedModel(name="tiny-32", file="tiny-32.pt", sha256=sha256 or hashlib.sha256(data).hexdigest(),
-                               bytes=len(data), spec={"arch": "baseline", "size": 32, "n_down": 5}, url=url)
-    monkeypatch.setitem(hub.MODELS, "tiny-32", model)
-    return model
-
-
-def test_download_succeeds_and_a_second_call_is_served_from_the_cache(isolated, server, tiny_checkpoint,
-                                                                       monkeypatch):
-    _register(monkeypatch, tiny_checkpoint, f"{server.url}/tiny-32.pt")
+def test_download_succeeds_and_a_second_call_is_served_from_the_cache(models_isolated, server, tiny_checkpoint,
+                                                                       register_published, monkeypatch):
+    register_published(f"{server.url}/tiny-32.pt")
     assert not hub.is_available("tiny-32")
     generator = hub.load_pretrained("tiny-32")
     assert server.requests == ["/tiny-32.pt"]
-    assert (isolated / "tiny-32.pt").read_bytes() == tiny_checkpoint.read_bytes()
-    assert list(isolated.iterdir()) == [isolated / "tiny-32.pt"]  # no temporary file left beside it
+    assert (models_isolated / "tiny-32.pt").read_bytes() == tiny_checkpoint.read_bytes()
+    assert list(models_isolated.iterdir()) == [models_isolated / "tiny-32.pt"]  # no temporary file left beside it
     assert not generator.training and generator.published.name == "tiny-32"
     with torch.no_grad():
         assert generator(torch.zeros(1, 1, 32, 32)).shape == (1, 2, 32, 32)
 
     assert hub.is_available("tiny-32")
     monkeypatch.setattr(hub, "_verified", {})  # a fresh process: the cached file is checksummed again
-    assert hub.fetch_pretrained("tiny-32") == isolated / "tiny-32.pt"
+    assert hub.fetch_pretrained("tiny-32") == models_isolated / "tiny-32.pt"
     assert server.requests == ["/tiny-32.pt"]  # no second request
 
 
@@ -119,32 +85,33 @@ def test_download_succeeds_and_a_second_call_is_served_from_the_cache(isolated, 
     ("truncated", "truncated|broke off"),
     ("404", "HTTP 404"),
 ])
-def test_a_failed_download_is_one_line_with_the_ways_out_and_leaves_nothing(isolated, server, tiny_checkpoint,
-                                                                            monkeypatch, case, message):
+def test_a_failed_download_is_one_line_with_the_ways_out_and_leaves_nothing(models_isolated, server, register_published,
+                                                                            case, message):
     url = {"checksum": f"{server.url}/tiny-32.pt", "truncated": f"{server.url}/truncated/tiny-32.pt",
            "404": f"{server.url}/missing.pt"}[case]
-    _register(monkeypatch, tiny_checkpoint, url, sha256="0" * 64 if case == "checksum" else None)
+    register_published(url, sha256="0" * 64 if case == "checksum" else None)
     with pytest.raises(hub.PublishedModelError, match=message) as error:
         hub.fetch_pretrained("tiny-32")
     text = str(error.value)
     assert "\n" not in text and "'tiny-32'" in text
     assert "by hand" in text and hub.TRAIN_COMMAND in text
-    assert not isolated.exists() or list(isolated.iterdir()) == []
+    assert not models_isolated.exists() or list(models_isolated.iterdir()) == []
     assert len(server.requests) == 1
 
 
-def test_no_server_is_a_clear_error_and_leaves_nothing(isolated, tiny_checkpoint, monkeypatch):
+def test_no_server_is_a_clear_error_and_leaves_nothing(models_isolated, register_published):
     with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    _register(monkeypatch, tiny_checkpoint, f"http://127.0.0.1:{port}/tiny-32.pt")
+    register_published(f"http://127.0.0.1:{port}/tiny-32.pt")
     with pytest.raises(hub.PublishedModelError, match="cannot reach .*no network"):
         hub.fetch_pretrained("tiny-32")
-    assert not isolated.exists() or list(isolated.iterdir()) == []
+    assert not models_isolated.exists() or list(models_isolated.iterdir()) == []
 
 
-def test_local_files_are_found_in_order_and_checked(isolated, tiny_checkpoint, monkeypatch, tmp_path):
-    _register(monkeypatch, tiny_checkpoint, "http://127.0.0.1:9/never-used.pt")
+def test_local_files_are_found_in_order_and_checked(models_isolated, tiny_checkpoint, register_published,
+                                                    monkeypatch, tmp_path):
+    register_published("http://127.0.0.1:9/never-used.pt")
     env_dir, shared = tmp_path / "env", tmp_path / "no-shared"
     for folder in (env_dir, shared):
         folder.mkdir()
