@@ -67,19 +67,19 @@ def models_isolated(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def register_published(models_isolated, tiny_checkpoint, monkeypatch):
-    """register(url, sha256=None): publish `tiny_checkpoint` as the model "tiny-32", most preferred, at `url`."""
+    """register(url, sha256=None, name="tiny-32"): publish `tiny_checkpoint` as `name`, most preferred, at `url`."""
     import hashlib
 
     from colorlab import hub
 
-    def register(url: str, sha256: str | None = None):
+    def register(url: str, sha256: str | None = None, name: str = "tiny-32"):
         data = tiny_checkpoint.read_bytes()
-        model = hub.PublishedModel(name="tiny-32", file="tiny-32.pt", bytes=len(data), url=url,
+        model = hub.PublishedModel(name=name, file=f"{name}.pt", bytes=len(data), url=url,
                                    sha256=sha256 or hashlib.sha256(data).hexdigest(),
                                    spec={"arch": "baseline", "size": 32, "n_down": 5},
                                    info={"what": "a 32 px test model", "epochs": {"cGAN + L1": 1}})
-        monkeypatch.setitem(hub.MODELS, "tiny-32", model)
-        monkeypatch.setattr(hub, "PREFERENCE", ["tiny-32", *hub.PREFERENCE])
+        monkeypatch.setitem(hub.MODELS, name, model)
+        monkeypatch.setattr(hub, "PREFERENCE", [name, *hub.PREFERENCE])
         return model
 
     return register

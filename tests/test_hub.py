@@ -160,3 +160,41 @@ def test_registry_agrees_with_the_published_manifest():
         assert (model.file, model.sha256, model.bytes, model.spec) == (entry["file"], entry["sha256"],
                                                                        entry["bytes"], entry["spec"])
         assert model.metrics() == entry["validation"]["metrics"]
+
+
+# --- colorlab.book: a chapter shows the published model of its stage, or its own short run ----------
+
+
+def test_a_chapter_shows_the_published_model_of_its_stage_when_its_file_is_here(register_published, tiny_checkpoint,
+                                                                                  tmp_path, monkeypatch, capsys):
+    from colorlab import book
+
+    monkeypatch.setattr(book, "shared_data_dir", lambda: None)  # no held-out photos: it shows the chapter's `val`
+    showcase = book.showcase
+    trained, val = torch.nn.Identity(), [(torch.zeros(1, 1, 32, 32), torch.zeros(1, 2, 32, 32))]
+    register_published("http://127.0.0.1:9/never-used.pt", name="baseline-32")
+    monkeypatch.setattr(hub, "SHARED_MODELS", tmp_path / "shared-models")  # files "beside the repository"
+    (tmp_path / "shared-models").mkdir()
+
+    shown = showcase("baseline", "auto", trained, val, size=32)
+    assert shown.model is trained and not shown.published and shown.batches is val
+    assert "this chapter's short run (the file of the published baseline-32 is not here" in capsys.readouterr().out
+
+    (tmp_path / "shared-models" / "baseline-32.pt").write_bytes(tiny_checkpoint.read_bytes())
+    for published in ("auto", "baseline-32"):
+        shown = showcase("baseline", published, trained, val, size=32)
+        assert shown.published and shown.model.published.name == "baseline-32" and shown.batches is val
+        assert shown.label == "published model baseline-32"
+        assert capsys.readouterr().out.startswith("Shown below: the published model baseline-32: a 32 px test model")
+    assert showcase("baseline", "none", trained, val, size=32).model is trained
+    assert showcase("pretrain", "auto", trained, val, size=32).model is trained  # no resnet18-l1-32 published
+
+
+def test_a_chapter_refuses_a_published_model_of_another_size(register_published):
+    from colorlab.book import showcase
+
+    register_published("http://127.0.0.1:9/never-used.pt", name="baseline-32")
+    with pytest.raises(ValueError, match="published='baseline-32' is a 32 px model; run the chapter with size=32"):
+        showcase("baseline", "baseline-32", torch.nn.Identity(), [], size=64)
+    with pytest.raises(hub.PublishedModelError, match="no published model named 'gan-9000'"):
+        showcase("gan", "gan-9000", torch.nn.Identity(), [], size=64)

@@ -1,0 +1,100 @@
+"""What the book's chapters share beyond the library: the published-model-or-own-training choice.
+
+A chapter teaches the mechanics on a short training run of its own (loss curves, exercises),
+but a short CPU run cannot show what a method achieves. So the pictures and numbers meant to
+show that come from the published model of the chapter's stage (`colorlab.hub`) when there
+is one, which the chapter says in one line; otherwise from its own short run, said just as
+plainly, with the way to get the real ones. The chapters' `published` parameter decides:
+"auto" (the published model when its file is here), "none" (always the chapter's own run),
+or a model name (that model for its stage, downloaded if need be).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import hub
+from .data import shared_data_dir
+from .io import SkippedImageWarning, list_images, scan_images
+from .recipes import val_batches
+
+# a chapter's training stage -> the published model of that stage, without its "-SIZE"
+STAGE_MODELS = {"baseline": "baseline", "pretrain": "resnet18-l1", "gan": "resnet18-gan"}
+SHOWCASE_PHOTOS = 32  # validation photos a chapter shows a published model on (all of them in chapter 8)
+
+
+@dataclass
+class Showcase:
+    """The model whose pictures and numbers a chapter shows for a stage, and on which photos."""
+
+    model: nn.Module
+    label: str  # "published model NAME" or "this chapter's short run": used in the chapter's titles
+    batches: list[tuple[torch.Tensor, torch.Tensor]]  # validation (L, ab) batches
+    photos: str  # what those photos are
+    published: bool
+
+
+def published_name(stage: str, published: str, size: int) -> str | None:
+    """The published model that stands for `stage` in a chapter of image size `size`, or None for its own run.
+
+    A forced name that belongs to another stage leaves this stage to "auto"; one made for
+    another image size is refused, since the chapter's photos are `size` px.
+    """
+    if stage not in STAGE_MODELS:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGE_MODELS)}")
+    if published == "none":
+        return None
+    if published != "auto":
+        model = hub.get(published)
+        if model.name.startswith(STAGE_MODELS[stage] + "-"):
+            if model.spec["size"] != size:
+                raise ValueError(f"published={published!r} is a {model.spec['size']} px model; "
+                                 f"run the chapter with size={model.spec['size']}")
+            return model.name
+    name = f"{STAGE_MODELS[stage]}-{size}"
+    return name if name in hub.MODELS and hub.is_available(name) else None
+
+
+def showcase(stage: str, published: str, trained: nn.Module, val: list, size: int,
+             device: str | torch.device = "cpu") -> Showcase:
+    """The published model of `stage` (on the project's held-out photos when they are here), else `trained`.
+
+    Prints one line saying which, and for a published model what it was trained on.
+    """
+    name = published_name(stage, published, size)
+    if name is None:
+        print(f"Shown below: this chapter's short run ({_why_not_published(stage, published, size)}).")
+        return Showcase(trained, "this chapter's short run", val, "this chapter's validation images", False)
+    model = hub.load_pretrained(name, device)
+    print(f"Shown below: the published model {model.published.describe()}.")
+    batches, photos = held_out_batches(size, device, SHOWCASE_PHOTOS) or (val, "this chapter's validation images")
+    return Showcase(model, f"published model {name}", batches, photos, True)
+
+
+def _why_not_published(stage: str, published: str, size: int) -> str:
+    if published == "none":
+        return "published='none'"
+    names = [name for name in hub.MODELS if name.startswith(STAGE_MODELS[stage] + "-")]
+    same_size = [name for name in names if hub.MODELS[name].spec["size"] == size]
+    if not same_size:
+        return f"no published model of this stage for {size} px; published ones: {', '.join(names) or 'none'}"
+    return (f"the file of the published {same_size[0]} is not here; `colorlab models fetch {same_size[0]}` or "
+            f"published='{same_size[0]}' gets it")
+
+
+def held_out_batches(size: int, device: str | torch.device, n_photos: int | None = None) -> tuple[list, str] | None:
+    """(batches, description) of the project's validation photos (COCO val2017), or None when they are not here.
+
+    The published models never saw them. Grayscale photos are left out, as in training.
+    """
+    root = shared_data_dir()
+    if root is None or not (root / "photos" / "val").is_dir():
+        return None
+    with warnings.catch_warnings():  # the grayscale ones are expected, and said in the description
+        warnings.simplefilter("ignore", SkippedImageWarning)
+        files = scan_images(list_images(root / "photos" / "val")).kept[:n_photos]
+    return val_batches(files, size, device), f"{len(files)} held-out photos of ../shared/data/photos/val (COCO val2017)"
