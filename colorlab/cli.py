@@ -121,16 +121,30 @@ def _add_experiment(sub) -> None:
     p.add_argument("--config", required=True, help="a YAML file, e.g. configs/seed.yaml")
     p.add_argument("--out", required=True, help="results folder (checkpoints go to OUT/checkpoints)")
     p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--export-models", metavar="DIR",
+                      help="also write the three generators as publishable files + MANIFEST.json into DIR")
+    mode.add_argument("--from-published", action="store_true",
+                      help="train nothing: evaluate the published models of the config's size (colorlab models)")
 
 
 def _experiment(args) -> int:
-    from .experiment import ExperimentConfig, run_experiment
+    from .experiment import ExperimentConfig, evaluate_published, run_experiment
 
     command = f"colorlab experiment --config {args.config} --out {args.out} --device {args.device}"
-    summary = run_experiment(ExperimentConfig.from_yaml(args.config), args.out, device=args.device, command=command)
+    config = ExperimentConfig.from_yaml(args.config)
+    if args.from_published:
+        summary = evaluate_published(config, args.out, device=args.device, command=command + " --from-published")
+        wrote = (f"wrote {args.out}/ (metrics.json, grid.png, old_photos.png when the old photos are here); "
+                 f"{summary['missing']['losses.png']}")
+    else:
+        if args.export_models:
+            command += f" --export-models {args.export_models}"
+        summary = run_experiment(config, args.out, device=args.device, command=command, export=args.export_models)
+        wrote = f"wrote {args.out}/ (metrics.json, grid.png, losses.png); stage seconds: {summary['seconds']}"
     for model, metrics in summary["metrics"].items():
         print(f"{model:>15}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-    print(f"wrote {args.out}/ (metrics.json, grid.png, losses.png); stage seconds: {summary['seconds']}")
+    print(wrote)
     return 0
 
 
