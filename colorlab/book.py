@@ -98,3 +98,60 @@ def held_out_batches(size: int, device: str | torch.device, n_photos: int | None
         warnings.simplefilter("ignore", SkippedImageWarning)
         files = scan_images(list_images(root / "photos" / "val")).kept[:n_photos]
     return val_batches(files, size, device), f"{len(files)} held-out photos of ../shared/data/photos/val (COCO val2017)"
+
+
+@torch.no_grad()
+def mean_ab(model: nn.Module | None, batches: list) -> tuple[float, float]:
+    """The mean (a, b) in Lab units of a model's predictions over `batches`; with None, of the true colours."""
+    from .color import AB_SCALE
+
+    ab = torch.cat([(model.eval()(L).float().clamp(-1, 1) if model is not None else ab) for L, ab in batches])
+    a, b = (ab.mean(dim=(0, 2, 3)) * AB_SCALE).tolist()
+    return a, b
+
+
+def read_against_seed(results: dict[str, dict], models: dict[str, nn.Module], batches: list) -> str:
+    """Chapter 8's reading of the three published models against the seed's claims, from their numbers.
+
+    `results` and `models` are keyed "baseline", "L1 only", "L1 + GAN". Each sentence says
+    whether the numbers agree with the seed; none of the numbers is typed in by hand.
+    """
+    base, l1, gan = (results[name] for name in ("baseline", "L1 only", "L1 + GAN"))
+    (a_base, b_base), (a_true, b_true) = mean_ab(models["baseline"], batches), mean_ab(None, batches)
+    warmer = b_base > b_true
+    least = min(results, key=lambda name: results[name]["colourfulness"])
+    best_psnr = max(results, key=lambda name: results[name]["psnr"])
+
+    def verdict(agrees: bool) -> str:
+        return "the numbers agree" if agrees else "**here the numbers disagree with the seed**"
+
+    return "\n\n".join([
+        f"**Baseline: brown tones and spills.** The seed finds the U-Net from scratch brownish. Its mean "
+        f"predicted colour is a = {a_base:+.1f}, b = {b_base:+.1f} against the photos' a = {a_true:+.1f}, "
+        f"b = {b_true:+.1f}: {'more yellow-brown (larger b) than' if warmer else 'not more yellow-brown than'} the "
+        f"truth, so {verdict(warmer)}. Its dCF is {base['dCF']:+.1f}. No number here measures colour spilling "
+        "across edges: look for it in the grid.",
+        f"**L1 only: greyish when unsure.** Its colourfulness is {l1['colourfulness']:.1f} against the "
+        f"photos' {l1['colourfulness_true']:.1f} (dCF {l1['dCF']:+.1f}), and the least colourful of the three "
+        f"is {least}: {verdict(l1['dCF'] < 0 and least == 'L1 only')}. PSNR ranks {best_psnr} first "
+        f"({results[best_psnr]['psnr']:.2f} dB), as section 4 predicts for cautious colours.",
+        f"**L1 + GAN: more vivid.** The GAN stage moves the colourfulness from {l1['colourfulness']:.1f} to "
+        f"{gan['colourfulness']:.1f} (dCF {gan['dCF']:+.1f}): "
+        f"{verdict(gan['colourfulness'] > l1['colourfulness'])}"
+        + (", and it overshoots: louder than the photos themselves" if gan["dCF"] > 0 else "")
+        + f". Its PSNR {'drops' if gan['psnr'] < l1['psnr'] else 'rises'} from {l1['psnr']:.2f} to "
+          f"{gan['psnr']:.2f} dB" + (": the price of committing to colours that are sometimes wrong."
+                                     if gan["psnr"] < l1["psnr"] else "."),
+    ])
+
+
+def metrics_table(results: dict[str, dict]):
+    """Chapter 8's results table (a pandas DataFrame): one row per model, then the ground truth's row."""
+    import pandas as pd
+
+    columns = {"psnr": "PSNR (dB)", "ssim": "SSIM", "colourfulness": "colourfulness", "dCF": "dCF",
+               "saturation": "saturation"}
+    table = pd.DataFrame(results).T[list(columns)].rename(columns=columns)
+    truth = next(iter(results.values()))  # the ground-truth columns are the same in every row
+    table.loc["ground truth"] = [float("inf"), 1.0, truth["colourfulness_true"], 0.0, truth["saturation_true"]]
+    return table
