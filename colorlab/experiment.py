@@ -121,11 +121,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "aut
     models = {"baseline": baseline, **models, "pretrained+GAN": resnet}
 
     summary = {
-        "command": command,
-        "commit": _commit(),
-        "device": _device_name(device),
-        "date": time.strftime("%Y-%m-%d"),
-        "config": asdict(config),
+        **_provenance(command, device, config),
         "pretrained_backbone": bool(getattr(resnet, "pretrained", False)),
         "n_train": len(train_files), "n_val": len(val_files),
         "seconds": {stage: round(s, 1) for stage, s in seconds.items()},
@@ -138,8 +134,11 @@ def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "aut
     return summary
 
 
-def _device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+def _provenance(command: str, device: torch.device, config: ExperimentConfig) -> dict:
+    """How a result was made: command, commit, device, date and config, recorded in its metrics.json."""
+    return {"command": command, "commit": _commit(),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "date": time.strftime("%Y-%m-%d"), "config": asdict(config)}
 
 
 def _write_results(models: dict, histories: dict, val_files: list[Path], config: ExperimentConfig, out: Path,
@@ -224,11 +223,7 @@ def evaluate_published(config: ExperimentConfig, out: str | Path, device: str = 
     names = {model: f"{prefix}-{config.size}" for model, (prefix, *_) in PUBLISHED.items()}
     models = {model: hub.load_pretrained(name, device) for model, name in names.items()}
     summary = {
-        "command": command,
-        "commit": _commit(),
-        "device": _device_name(device),
-        "date": time.strftime("%Y-%m-%d"),
-        "config": asdict(config),
+        **_provenance(command, device, config),
         "published_models": {model: {"name": name, "sha256": hub.get(name).sha256, "trained": hub.get(name).describe()}
                              for model, name in names.items()},
         "n_val": len(val_files),

@@ -71,9 +71,9 @@ def test_experiment_trains_three_models_and_writes_small_artifacts(tmp_path, cap
     assert again["command"].endswith("--from-published")
     assert again["missing"] == {"losses.png": NO_LOSSES} and not (evaluated / "losses.png").exists()
     assert (evaluated / "grid.png").is_file()
-    for model in MODELS:  # float16 weights: equal to about 3 digits
+    for model in MODELS:  # float16 weights: equal to about 3 digits (0.05 on the 0-100 colourfulness scale)
         for key, value in summary["metrics"][model].items():
-            assert again["metrics"][model][key] == pytest.approx(value, rel=2e-3, abs=2e-3), (model, key)
+            assert again["metrics"][model][key] == pytest.approx(value, rel=2e-3, abs=0.05), (model, key)
 
 
 def test_cpu64_config_is_the_exact_configuration_of_the_published_models():
