@@ -222,14 +222,15 @@ def test_chapter_8_reads_the_numbers_against_the_seed_and_says_where_they_disagr
     seed_like = {"baseline": scores(21.0, 30.0), "L1 only": scores(23.5, 8.0), "L1 + GAN": scores(20.0, 46.0)}
     text = read_against_seed(seed_like, models, batches)
     assert "disagree" not in text
-    assert "a = +11.0, b = +33.0 against the photos' a = +11.0, b = +11.0: more yellow-brown" in text
+    assert ("a = +11.0, b = +33.0 (a cast of chroma 34.8 at hue 72°), the photos' a = +11.0, b = +11.0 "
+            "(chroma 15.6): a stronger orange-brown cast than the truth, so the numbers agree") in text
     assert "PSNR ranks L1 only first (23.50 dB)" in text
     assert "from 8.0 to 46.0 (dCF +6.0): the numbers agree, and it overshoots" in text
 
     models["baseline"] = _constant_colour(0.1, -0.3)  # a blue baseline, and a GAN duller than L1
     contrary = seed_like | {"L1 + GAN": scores(24.0, 5.0)}
     paragraphs = read_against_seed(contrary, models, batches).split("\n\n")
-    assert "not more yellow-brown" in paragraphs[0] and "disagree" in paragraphs[0]
+    assert "no stronger orange-brown cast" in paragraphs[0] and "disagree" in paragraphs[0]
     assert "least colourful of the three is L1 + GAN: **here the numbers disagree" in paragraphs[1]
     assert "disagree" in paragraphs[2] and "PSNR rises from 23.50 to 24.00 dB." in paragraphs[2]
 
