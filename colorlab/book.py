@@ -71,7 +71,7 @@ def showcase(stage: str, published: str, trained: nn.Module, val: list, size: in
     """
     name = published_name(stage, published, size)
     if name is None:
-        print(f"Shown below: this chapter's short run ({_why_not_published(stage, published, size)}).")
+        print(f"Shown below: this chapter's short run ({why_not_published(stage, published, size)}).")
         return Showcase(trained, "this chapter's short run", val, "this chapter's validation images", False)
     model = hub.load_pretrained(name, device)
     print(f"Shown below: the published model {model.published.describe()}.")
@@ -79,7 +79,8 @@ def showcase(stage: str, published: str, trained: nn.Module, val: list, size: in
     return Showcase(model, f"published model {name}", batches, photos, True)
 
 
-def _why_not_published(stage: str, published: str, size: int) -> str:
+def why_not_published(stage: str, published: str, size: int) -> str:
+    """Why no published model stands for `stage`, and how to get one: for the line a chapter prints."""
     if published == "none":
         return "published='none'"
     names = [name for name in hub.MODELS if name.startswith(STAGE_MODELS[stage] + "-")]
