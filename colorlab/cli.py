@@ -1,4 +1,4 @@
-"""The `colorlab` command: train a recipe, colorize photos, build and grade assignments.
+"""The `colorlab` command: train a recipe, colorize photos, list published models, build and grade assignments.
 
 Exit codes: 0 done; 1 `colorize` failed on some inputs (one `error:` line each, the others are
 written); 2 a bad argument, data source or checkpoint (one `error:` line, no traceback);
@@ -87,14 +87,27 @@ def _add_colorize(sub) -> None:
     p = sub.add_parser("colorize", help="colorize photos with a trained checkpoint")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--out", required=True, help="output folder for the *_color.png files")
-    p.add_argument("--checkpoint", required=True, help="a colorlab checkpoint (gan.pt or pretrain.pt)")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--checkpoint", help="a colorlab checkpoint (gan.pt or pretrain.pt)")
+    model.add_argument("--model", help="a published model by name (see `colorlab models`); with neither option, "
+                                       "the best published model that is here (else downloaded)")
     p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:1 ...")
+
+
+def _published_checkpoint(name: str | None) -> str:
+    """The checked file of the published model `name`, or of the best one present here (else downloaded)."""
+    from . import hub
+
+    name = name or hub.best_available() or hub.PREFERENCE[0]
+    print(f"using the published model {hub.get(name).describe()}")
+    return str(hub.fetch_pretrained(name))
 
 
 def _colorize(args) -> int:
     from .colorize import colorize_files
 
-    written, failures = colorize_files(args.inputs, args.out, args.checkpoint, device=args.device)
+    checkpoint = args.checkpoint or _published_checkpoint(args.model)
+    written, failures = colorize_files(args.inputs, args.out, checkpoint, device=args.device)
     for _, message in failures:
         print(f"colorlab colorize: error: {message}", file=sys.stderr)
     print(f"colorized {len(written)} of {len(written) + len(failures)} images into {args.out}")
@@ -108,16 +121,30 @@ def _add_experiment(sub) -> None:
     p.add_argument("--config", required=True, help="a YAML file, e.g. configs/seed.yaml")
     p.add_argument("--out", required=True, help="results folder (checkpoints go to OUT/checkpoints)")
     p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--export-models", metavar="DIR",
+                      help="also write the three generators as publishable files + MANIFEST.json into DIR")
+    mode.add_argument("--from-published", action="store_true",
+                      help="train nothing: evaluate the published models of the config's size (colorlab models)")
 
 
 def _experiment(args) -> int:
-    from .experiment import ExperimentConfig, run_experiment
+    from .experiment import ExperimentConfig, evaluate_published, run_experiment
 
     command = f"colorlab experiment --config {args.config} --out {args.out} --device {args.device}"
-    summary = run_experiment(ExperimentConfig.from_yaml(args.config), args.out, device=args.device, command=command)
+    config = ExperimentConfig.from_yaml(args.config)
+    if args.from_published:
+        summary = evaluate_published(config, args.out, device=args.device, command=command + " --from-published")
+        wrote = (f"wrote {args.out}/ (metrics.json, grid.png, old_photos.png when the old photos are here); "
+                 f"{summary['missing']['losses.png']}")
+    else:
+        if args.export_models:
+            command += f" --export-models {args.export_models}"
+        summary = run_experiment(config, args.out, device=args.device, command=command, export=args.export_models)
+        wrote = f"wrote {args.out}/ (metrics.json, grid.png, losses.png); stage seconds: {summary['seconds']}"
     for model, metrics in summary["metrics"].items():
         print(f"{model:>15}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-    print(f"wrote {args.out}/ (metrics.json, grid.png, losses.png); stage seconds: {summary['seconds']}")
+    print(wrote)
     return 0
 
 
@@ -129,8 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_colorize(sub)
     _add_experiment(sub)
     from .assignments_cli import add_cli
+    from .hub import add_cli as add_models_cli
 
     add_cli(sub)
+    add_models_cli(sub)
     return parser
 
 
@@ -138,14 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"train": _train, "colorize": _colorize, "experiment": _experiment,
-                "assignments": lambda a: a.func(a)}
+                "assignments": lambda a: a.func(a), "models": lambda a: a.func(a)}
     from .data import DataUnavailableError
+    from .hub import PublishedModelError
     from .models import WeightsUnavailableError
     from .train import NonFiniteLossError
 
     # Our own clear messages (ImageLoadError and CheckpointError are ValueErrors), and the
     # system's (missing file, permission denied, disk full): one line, no traceback.
-    expected = (ValueError, OSError, DataUnavailableError, WeightsUnavailableError, NonFiniteLossError)
+    expected = (ValueError, OSError, DataUnavailableError, WeightsUnavailableError, NonFiniteLossError,
+                PublishedModelError)
     try:
         with _skipped_images_one_per_line(f"colorlab {args.command}"):
             return handlers[args.command](args)

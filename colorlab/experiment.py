@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from . import hub
 from .checkpoint import load_generator
 from .colorize import colorize_image
 from .color import L_ab_to_rgb
@@ -30,6 +31,19 @@ from .recipes import loss_figure, stage_config, train_loader, val_batches
 from .train import fit, pick_device, train_gan
 
 MODELS = ("baseline", "L1-pretrained", "pretrained+GAN")
+# training stage (history key) -> (its key in "seconds", the stage's name in a published model's "epochs")
+STAGES = {"baseline": ("baseline (cGAN + L1)", "cGAN + L1"), "L1 pretraining": ("resnet18 L1 pretraining", "L1"),
+          "GAN fine-tuning": ("resnet18 GAN fine-tuning", "cGAN + L1")}
+# model -> (published name without "-SIZE", its checkpoint in OUT/checkpoints, the stages it went through, what it is)
+PUBLISHED = {
+    "baseline": ("baseline", "baseline_gan.pt", ("baseline",), "pix2pix U-Net from scratch, cGAN + 100*L1"),
+    "L1-pretrained": ("resnet18-l1", "resnet18_pretrain.pt", ("L1 pretraining",), "ResNet18-DynamicUnet, L1 only"),
+    "pretrained+GAN": ("resnet18-gan", "resnet18_gan.pt", ("L1 pretraining", "GAN fine-tuning"),
+                       "ResNet18-DynamicUnet, L1 pretraining then cGAN + 100*L1"),
+}
+NO_LOSSES = ("losses.png is missing: the published files are generator-only checkpoints without training history, "
+             "so their loss curves cannot be drawn; models exported with --export-models keep each stage's history "
+             "in their manifest entry")
 
 
 @dataclass
@@ -67,10 +81,11 @@ def _commit() -> str:
 
 
 def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "auto", progress: bool = True,
-                   command: str = "") -> dict:
+                   command: str = "", export: str | Path | None = None) -> dict:
     """Train the three models, evaluate them together, write the artifacts; returns the summary.
 
     `command` is recorded in metrics.json, so that a committed result says how to reproduce it.
+    With `export`, the three generators are also written there as publishable files (`export_models`).
     """
     device = pick_device(device)
     out = Path(out)
@@ -105,6 +120,31 @@ def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "aut
     seconds["resnet18 GAN fine-tuning"] = time.perf_counter() - began
     models = {"baseline": baseline, **models, "pretrained+GAN": resnet}
 
+    summary = {
+        **_provenance(command, device, config),
+        "pretrained_backbone": bool(getattr(resnet, "pretrained", False)),
+        "n_train": len(train_files), "n_val": len(val_files),
+        "seconds": {stage: round(s, 1) for stage, s in seconds.items()},
+        "metrics": _write_results(models, histories, val_files, config, out, device),
+        "history": {stage: h.epochs for stage, h in histories.items()},
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+    if export is not None:
+        export_models(checkpoints, export, summary)
+    return summary
+
+
+def _provenance(command: str, device: torch.device, config: ExperimentConfig) -> dict:
+    """How a result was made: command, commit, device, date and config, recorded in its metrics.json."""
+    return {"command": command, "commit": _commit(),
+            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "date": time.strftime("%Y-%m-%d"), "config": asdict(config)}
+
+
+def _write_results(models: dict, histories: dict, val_files: list[Path], config: ExperimentConfig, out: Path,
+                   device: torch.device) -> dict:
+    """Evaluate `models` on the same validation photos; write grid.png, losses.png (when there are
+    training histories) and old_photos.png (when the shared old photos are here); returns the metrics."""
     batches = val_batches(val_files, config.size, device)
     metrics = {name: evaluate(model, batches) for name, model in models.items()}
     L, ab = batches[0]
@@ -113,23 +153,10 @@ def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "aut
     fig = comparison_grid(columns | {"truth": L_ab_to_rgb(L[:rows], ab[:rows])}, max_rows=rows, cell_inches=1.6)
     out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "grid.png", dpi=60)
-    loss_figure(histories, panel_size=(4.5, 3.2)).savefig(out / "losses.png", dpi=60)
+    if histories:
+        loss_figure(histories, panel_size=(4.5, 3.2)).savefig(out / "losses.png", dpi=60)
     _old_photos(models["pretrained+GAN"], config.size, device, out / "old_photos.png")
-
-    summary = {
-        "command": command,
-        "commit": _commit(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "date": time.strftime("%Y-%m-%d"),
-        "config": asdict(config),
-        "pretrained_backbone": bool(getattr(resnet, "pretrained", False)),
-        "n_train": len(train_files), "n_val": len(val_files),
-        "seconds": {stage: round(s, 1) for stage, s in seconds.items()},
-        "metrics": metrics,
-        "history": {stage: h.epochs for stage, h in histories.items()},
-    }
-    (out / "metrics.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    return metrics
 
 
 def _old_photos(generator, size: int, device, path: Path) -> None:
@@ -151,3 +178,57 @@ def _old_photos(generator, size: int, device, path: Path) -> None:
     axes[0][1].set_title("colorized")
     fig.tight_layout()
     fig.savefig(path, dpi=50)
+
+
+def export_models(checkpoints: Path, folder: str | Path, summary: dict) -> list[dict]:
+    """Write the experiment's three generators as publishable files plus their MANIFEST.json into `folder`.
+
+    Each entry has what `colorlab.hub`'s registry needs (file, sha256, bytes, spec, training
+    facts, validation metrics) and each stage's loss history, so that a later publication can
+    draw its loss curves: the generator-only files themselves carry no history.
+    """
+    folder, config = Path(folder), summary["config"]
+    entries = []
+    for model, (prefix, checkpoint, stages, what) in PUBLISHED.items():
+        entry = hub.export_checkpoint(checkpoints / checkpoint, folder / f"{prefix}-{config['size']}.pt")
+        del entry["history"]  # one stage's only; the summary has every stage's
+        entry |= {
+            "what": what,
+            "epochs": {STAGES[stage][1]: len(summary["history"][stage]["loss_G"]) for stage in stages},
+            "trained_on": f"{summary['n_train']} photos of data={config['data']}, {config['size']} px, "
+                          f"batch {config['batch_size']}, seed {config['seed']}",
+            "backbone_init": ("N(0, 0.02)" if model == "baseline" else
+                              "ImageNet" if summary["pretrained_backbone"] else "random"),
+            **{key: summary[key] for key in ("config", "command", "commit", "device", "date")},
+            "seconds_per_stage": {STAGES[stage][0]: summary["seconds"][STAGES[stage][0]] for stage in stages},
+            "validation": {"photos": f"{summary['n_val']} validation photos of data={config['data']}",
+                           "metrics": summary["metrics"][model]},
+            "history": {stage: summary["history"][stage] for stage in stages},
+        }
+        entries.append(entry)
+    manifest = {"format": "colorlab-published-models-v1", "models": entries}
+    (folder / "MANIFEST.json").write_text(json.dumps(manifest, indent=1))
+    return entries
+
+
+def evaluate_published(config: ExperimentConfig, out: str | Path, device: str = "auto", command: str = "") -> dict:
+    """The experiment's evaluation and figures for the published models of `config.size`, without training.
+
+    `colorlab experiment --from-published` uses it to make results/cpu64 from the published
+    files themselves. Their files hold no training history, so no losses.png is written
+    (the summary says so under "missing").
+    """
+    device, out = pick_device(device), Path(out)
+    _, val_files = load_split(config.data, config.n_images, seed=config.seed)
+    names = {model: f"{prefix}-{config.size}" for model, (prefix, *_) in PUBLISHED.items()}
+    models = {model: hub.load_pretrained(name, device) for model, name in names.items()}
+    summary = {
+        **_provenance(command, device, config),
+        "published_models": {model: {"name": name, "sha256": hub.get(name).sha256, "trained": hub.get(name).describe()}
+                             for model, name in names.items()},
+        "n_val": len(val_files),
+        "metrics": _write_results(models, {}, val_files, config, out, device),
+        "missing": {"losses.png": NO_LOSSES},
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -34,3 +34,52 @@ def shared_data() -> Path:
     if not (SHARED / "photos").is_dir():
         pytest.skip("../shared/data is not present on this machine")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A real generator-only checkpoint of a 32 px baseline U-Net, exported like a published model."""
+    from colorlab.checkpoint import save_checkpoint
+    from colorlab.hub import export_checkpoint
+    from colorlab.models import build_generator
+
+    folder = tmp_path_factory.mktemp("published")
+    torch.manual_seed(0)
+    generator = build_generator("baseline", 32)
+    training = save_checkpoint(folder / "gan.pt", {"spec": generator.spec, "stage": "gan", "epoch": 1,
+                                                   "generator": generator.state_dict(),
+                                                   "history": {"loss_G_L1": [0.3]}})
+    export_checkpoint(training, folder / "tiny-32.pt")
+    return folder / "tiny-32.pt"
+
+
+@pytest.fixture
+def models_isolated(tmp_path, monkeypatch) -> Path:
+    """colorlab.hub sees no ../shared/models, no $COLORLAB_MODELS and an empty cache (returned)."""
+    from colorlab import hub
+
+    monkeypatch.setattr(hub, "SHARED_MODELS", tmp_path / "no-shared")
+    monkeypatch.setattr(hub, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.delenv("COLORLAB_MODELS", raising=False)
+    monkeypatch.setattr(hub, "_verified", {})
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def register_published(models_isolated, tiny_checkpoint, monkeypatch):
+    """register(url, sha256=None, name="tiny-32"): publish `tiny_checkpoint` as `name`, most preferred, at `url`."""
+    import hashlib
+
+    from colorlab import hub
+
+    def register(url: str, sha256: str | None = None, name: str = "tiny-32"):
+        data = tiny_checkpoint.read_bytes()
+        model = hub.PublishedModel(name=name, file=f"{name}.pt", bytes=len(data), url=url,
+                                   sha256=sha256 or hashlib.sha256(data).hexdigest(),
+                                   spec={"arch": "baseline", "size": 32, "n_down": 5},
+                                   info={"what": "a 32 px test model", "epochs": {"cGAN + L1": 1}})
+        monkeypatch.setitem(hub.MODELS, name, model)
+        monkeypatch.setattr(hub, "PREFERENCE", [name, *hub.PREFERENCE])
+        return model
+
+    return register

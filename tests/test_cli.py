@@ -278,3 +278,65 @@ def test_unusable_data_leaves_no_run_folder(tmp_path):
     assert main(["train", "--recipe", "baseline", "--data", str(tmp_path / "missing"), "--size", "32",
                  "--epochs", "1", "--out", str(out)]) == 2
     assert not out.exists()
+
+
+# --- published models: `colorlab models`, `colorize --model` and the default model ------------------
+
+
+def test_models_lists_every_published_model_and_where_its_file_is(register_published, tiny_checkpoint, tmp_path,
+                                                                   monkeypatch, capsys):
+    register_published("http://127.0.0.1:9/never-used.pt")
+    assert main(["models"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:5]}
+    assert set(rows) == {"baseline-64", "resnet18-l1-64", "resnet18-gan-64", "tiny-32"}
+    assert all("not here: download with colorlab models fetch" in row for row in rows.values())
+    assert "20 cGAN + L1" in rows["baseline-64"] and "21.22" in rows["baseline-64"]  # epochs, PSNR (registry)
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "tiny-32.pt").write_bytes(tiny_checkpoint.read_bytes())
+    monkeypatch.setenv("COLORLAB_MODELS", str(tmp_path / "mine"))
+    assert main(["models"]) == 0
+    [row] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("tiny-32 ")]
+    assert row.endswith(str(tmp_path / "mine" / "tiny-32.pt"))
+    assert main(["models", "fetch", "tiny-32"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "mine" / "tiny-32.pt")
+
+
+@pytest.mark.parametrize("options", [["--model", "tiny-32"], []])
+def test_colorize_with_a_published_model_names_it(register_published, tiny_checkpoint, tmp_path, monkeypatch,
+                                                  capsys, options):
+    register_published("http://127.0.0.1:9/never-used.pt")
+    monkeypatch.setenv("COLORLAB_MODELS", str(tiny_checkpoint.parent))
+    photo = tmp_path / "p.png"
+    detailed_photo(40, 30).save(photo)
+    assert main(["colorize", str(photo), "-o", str(tmp_path / "out"), "--device", "cpu", *options]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("using the published model tiny-32: a 32 px test model, 1 cGAN + L1 epochs")
+    with Image.open(tmp_path / "out" / "p_color.png") as result:
+        assert result.size == (40, 30)
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--model", "vgg-gan"], "colorlab colorize: error: no published model named 'vgg-gan'"),
+    (["--model", "tiny-32", "--checkpoint", "gan.pt"], "argument --checkpoint: not allowed with argument --model"),
+])
+def test_colorize_model_errors_are_one_line(register_published, tmp_path, capsys, options, message):
+    register_published("http://127.0.0.1:9/never-used.pt")
+    photo = tmp_path / "p.png"
+    detailed_photo(20, 20).save(photo)
+    with contextlib.suppress(SystemExit):  # argparse exits 2 itself for conflicting options
+        assert main(["colorize", str(photo), "-o", str(tmp_path / "out"), *options]) == 2
+    assert message in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / "out").exists()
+
+
+def test_colorize_without_a_model_here_downloads_the_preferred_one_and_says_so(register_published, tmp_path,
+                                                                               capsys):
+    register_published("http://127.0.0.1:9/tiny-32.pt")  # port 9 (discard): nothing listens on the loopback
+    photo = tmp_path / "p.png"
+    detailed_photo(20, 20).save(photo)
+    assert main(["colorize", str(photo), "-o", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.startswith("using the published model tiny-32")
+    [error] = captured.err.strip().splitlines()[-1:]
+    assert error.startswith("colorlab colorize: error: published model 'tiny-32': cannot reach")

@@ -1,0 +1,251 @@
+"""Published models: load a trained colorizer by name instead of training one for hours.
+
+The registry (`published_models.json`, next to this module) lists each published generator:
+its file, sha256, size, generator spec, how and on what it was trained, and its validation
+metrics. `fetch_pretrained(name)` finds the file, in this order: an explicit path,
+`$COLORLAB_MODELS`, `../shared/models` beside the repository, the user cache
+(`~/.cache/colorlab/models`, or `$COLORLAB_CACHE/models`); otherwise it downloads it from its
+release URL into the cache. Every file, local or downloaded, is checked against its sha256,
+and a download is written to a temporary file that is renamed only once the checksum
+matches: a failed or interrupted transfer never leaves a partial model in the cache.
+`export_checkpoint` writes the publishable generator-only file from a training checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from . import REPOSITORY_URL
+from .checkpoint import check_spec, load_checkpoint, load_generator, save_checkpoint
+from .data import CACHE_DIR as _DATA_CACHE
+
+REGISTRY_FILE = Path(__file__).with_name("published_models.json")
+SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"  # ../shared/models beside the repository
+CACHE_DIR = _DATA_CACHE / "models"
+TRAIN_COMMAND = "colorlab experiment --config configs/cpu64.yaml --out results/cpu64 --export-models DIR"
+TIMEOUT_S = 30  # a stalled connection fails instead of hanging a notebook forever
+
+
+class PublishedModelError(RuntimeError):
+    """A published model cannot be had: unknown name, bad file, failed download (one line, with the ways out)."""
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """One registry entry. `info` keeps the rest of the entry (training facts, validation metrics)."""
+
+    name: str
+    file: str
+    sha256: str
+    bytes: int
+    spec: dict
+    url: str
+    info: dict = field(default_factory=dict, compare=False)
+
+    def describe(self) -> str:
+        """One line for readers: what the model is and what it was trained on."""
+        epochs = " + ".join(f"{n} {stage}" for stage, n in self.info.get("epochs", {}).items())
+        return (f"{self.name}: {self.info.get('what', self.spec['arch'])}, {epochs} epochs on "
+                f"{self.info.get('trained_on', 'unknown data')} ({self.info.get('device', '?')}, "
+                f"{self.info.get('date', '?')})")
+
+    def metrics(self) -> dict:
+        return self.info.get("validation", {}).get("metrics", {})
+
+
+def _load_registry() -> tuple[dict[str, PublishedModel], list[str]]:
+    registry = json.loads(REGISTRY_FILE.read_text())
+    base = f"{REPOSITORY_URL}/releases/download/{registry['release']}"
+    models = {}
+    for entry in registry["models"]:
+        core = {key: entry[key] for key in ("name", "file", "sha256", "bytes", "spec")}
+        models[entry["name"]] = PublishedModel(**core, url=f"{base}/{entry['file']}", info=entry)
+    return models, registry["preference"]
+
+
+# name -> entry, and the order in which `colorlab colorize` prefers them (the final recipe first)
+MODELS, PREFERENCE = _load_registry()
+
+
+def get(name: str) -> PublishedModel:
+    if name not in MODELS:
+        raise PublishedModelError(f"no published model named {name!r}; the published models are "
+                                  f"{', '.join(MODELS)} (see `colorlab models`)")
+    return MODELS[name]
+
+
+def search_dirs() -> list[Path]:
+    """Where a model file is looked for without a download, in order."""
+    folders = [Path(os.environ["COLORLAB_MODELS"])] if os.environ.get("COLORLAB_MODELS") else []
+    return folders + [SHARED_MODELS, CACHE_DIR]
+
+
+def local_file(name: str) -> Path | None:
+    """The first file of the right name and size in `search_dirs()` (not yet checksummed), or None."""
+    model = get(name)
+    for folder in search_dirs():
+        path = folder / model.file
+        if path.is_file() and path.stat().st_size == model.bytes:
+            return path
+    return None
+
+
+def is_available(name: str) -> bool:
+    """True when the model's file can be had without a download."""
+    return local_file(name) is not None
+
+
+def best_available(size: int | None = None) -> str | None:
+    """The most preferred published model (optionally of a given image size) present locally, or None."""
+    names = [name for name in PREFERENCE if size is None or MODELS[name].spec["size"] == size]
+    return next((name for name in names if is_available(name)), None)
+
+
+def _ways_out(model: PublishedModel) -> str:
+    return (f"either download {model.url} by hand and put it into {CACHE_DIR} (or a folder named by "
+            f"$COLORLAB_MODELS), or train it yourself: {TRAIN_COMMAND}")
+
+
+def _fail(model: PublishedModel, problem: str) -> PublishedModelError:
+    return PublishedModelError(f"published model {model.name!r}: {problem}; {_ways_out(model)}")
+
+
+_verified: dict[tuple[str, int, int], bool] = {}  # (path, size, mtime) already checksummed in this process
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check(model: PublishedModel, path: Path) -> Path:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _verified:
+        found = sha256_of(path)
+        if found != model.sha256:
+            raise _fail(model, f"{path} has sha256 {found[:12]}..., expected {model.sha256[:12]}... "
+                               "(a damaged file or another version); remove it")
+        _verified[key] = True
+    return path
+
+
+def fetch_pretrained(name: str, path: str | Path | None = None, download: bool = True) -> Path:
+    """The checked file of the published model `name`: found locally, else downloaded into the cache."""
+    model = get(name)
+    if path is not None:
+        if not Path(path).is_file():
+            raise _fail(model, f"{path} does not exist")
+        return _check(model, Path(path))
+    found = local_file(name)
+    if found is not None:
+        return _check(model, found)
+    if not download:
+        raise _fail(model, f"not found in {', '.join(map(str, search_dirs()))} and downloads are off")
+    return _download(model, CACHE_DIR / model.file)
+
+
+def _download(model: PublishedModel, target: Path) -> Path:
+    """Stream `model.url` into a temporary file beside `target`; rename it only once its sha256 matches."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
+    digest, received = hashlib.sha256(), 0
+    try:
+        with urllib.request.urlopen(model.url, timeout=TIMEOUT_S) as response, open(tmp, "wb") as out, \
+                tqdm(total=model.bytes, unit="B", unit_scale=True, desc=f"downloading {model.name}") as bar:
+            for chunk in iter(lambda: response.read(1 << 16), b""):
+                out.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        if received != model.bytes:
+            raise _fail(model, f"the download from {model.url} was truncated or too long "
+                               f"({received} of {model.bytes} bytes)")
+        if digest.hexdigest() != model.sha256:
+            raise _fail(model, f"the download from {model.url} has the wrong sha256 "
+                               f"({digest.hexdigest()[:12]}..., expected {model.sha256[:12]}...)")
+        os.replace(tmp, target)
+    except urllib.error.HTTPError as err:
+        raise _fail(model, f"{model.url} answered HTTP {err.code} {err.reason}") from None
+    except urllib.error.URLError as err:
+        raise _fail(model, f"cannot reach {model.url} ({err.reason}); no network?") from None
+    except (http.client.HTTPException, OSError) as err:  # e.g. IncompleteRead, connection reset, timeout
+        raise _fail(model, f"the download from {model.url} broke off ({type(err).__name__}: "
+                           f"{' '.join(str(err).split())[:120]})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    _verified[(str(target.resolve()), target.stat().st_size, target.stat().st_mtime_ns)] = True
+    return target
+
+
+def load_pretrained(name: str, device: str | torch.device = "cpu", path: str | Path | None = None) -> nn.Module:
+    """The published generator `name`, in eval mode, on `device` (fetched first if needed)."""
+    model = get(name)
+    file = fetch_pretrained(name, path)
+    generator, spec = load_generator(file, map_location=device)
+    check_spec(spec, model.spec, file)
+    generator.published = model  # so that a chapter or a script can say which model it shows
+    return generator.to(device).eval()
+
+
+def export_checkpoint(checkpoint: str | Path, target: str | Path) -> dict:
+    """Write a training checkpoint's generator as a publishable file; returns its registry facts.
+
+    The file is a generator-only colorlab checkpoint (spec, stage, epoch and the weights,
+    floating tensors as float16: half the size, and `load_state_dict` copies them into a
+    float32 model as they are). Optimizers, discriminator and RNG states are left out.
+    """
+    state = load_checkpoint(checkpoint)
+    weights = {key: value.half() if value.is_floating_point() else value for key, value in state["generator"].items()}
+    path = save_checkpoint(target, {"spec": state["spec"], "stage": state["stage"], "epoch": state["epoch"],
+                                    "generator": weights})
+    return {"name": path.stem, "file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size,
+            "spec": state["spec"], "stage": state["stage"], "epochs_in_stage": state["epoch"],
+            "history": state.get("history", {})}
+
+
+ARCHITECTURES = {"baseline": "pix2pix U-Net", "resnet18": "ResNet18 DynamicUnet"}
+
+
+def table() -> list[str]:
+    """`colorlab models`: one row per published model, then what each was trained on."""
+    header = (f"{'name':<17}{'architecture':<22}{'size':>5}  {'epochs':<22}{'PSNR':>6}{'colourf.':>9}{'dCF':>7}"
+              "  local file")
+    rows, trained_on = [header], []
+    for name in MODELS:
+        model, local = MODELS[name], local_file(name)
+        metrics = model.metrics()
+        epochs = " + ".join(f"{n} {stage}" for stage, n in model.info.get("epochs", {}).items())
+        rows.append(f"{name:<17}{ARCHITECTURES.get(model.spec['arch'], model.spec['arch']):<22}"
+                    f"{model.spec['size']:>5}  {epochs:<22}{metrics.get('psnr', float('nan')):>6.2f}"
+                    f"{metrics.get('colourfulness', float('nan')):>9.1f}{metrics.get('dCF', float('nan')):>+7.1f}"
+                    f"  {local if local else 'not here: download with colorlab models fetch ' + name}")
+        trained_on.append(f"  {name}: {model.info.get('trained_on', '?')}; {model.info.get('device', '?')}, "
+                          f"{model.info.get('date', '?')}")
+    photos = next(iter(MODELS.values())).info.get("validation", {}).get("photos", "the validation photos")
+    return rows + [f"metrics on {photos}; trained on:"] + trained_on
+
+
+def add_cli(subparsers) -> None:
+    """Register `colorlab models` (list) and `colorlab models fetch NAME`; each sets `func(args) -> exit code`."""
+    parser = subparsers.add_parser("models", help="list the published models, or fetch one",
+                                   description="List the published models and whether their files are here.")
+    parser.set_defaults(func=lambda args: print("\n".join(table())) or 0)
+    commands = parser.add_subparsers(dest="models_command")
+    fetch = commands.add_parser("fetch", help="find or download a published model and check its sha256")
+    fetch.add_argument("name", choices=list(MODELS))
+    fetch.set_defaults(func=lambda args: print(fetch_pretrained(args.name)) or 0)
