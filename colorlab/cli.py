@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from .models import IMAGENET
 from .recipes import RECIPES, RunConfig
-from .train import pick_device
+from .runtime import pick_device
 
 
 def _weights(value: str) -> str | None:

@@ -20,7 +20,8 @@ from .cache import CachedImages
 from .data import ImageDataset, load_split, make_loader, to_model_batch
 from .evaluate import evaluate, sample_grid
 from .models import IMAGENET, build_discriminator, build_generator, check_size
-from .train import PRETRAIN, History, TrainConfig, fit, pick_device, train_gan
+from .runtime import pick_device
+from .train import PRETRAIN, History, TrainConfig, fit, train_gan
 
 RECIPES = ("baseline", "resnet18")
 STAGES = ("pretrain", "gan")
