@@ -199,12 +199,24 @@ def test_build_rejects_a_parameter_no_chapter_declares(tmp_path, capsys):
     assert "sizee" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    "text, value",
-    [("64", 64), ("0.5", 0.5), ("true", True), ("False", False), ("None", None), ("cuda", "cuda"), ("/x/y", "/x/y")],
-)
-def test_command_line_values_are_parsed_like_papermill(text, value):
-    assert build_book.parse_value(text) == value and type(build_book.parse_value(text)) is type(value)
+# Spellings where a naive parser and papermill's CLI part ways: case, underscores, spaces, floats,
+# special floats, literals that papermill keeps as text.
+COMMAND_LINE_TEXTS = ["64", "-3", "+7", " 64 ", "1_000", "0.5", "1e-3", "nan", "-inf", "0x10", "True", "False",
+                      "None", "true", "false", "FALSE", "none", "cuda", "/x/y", "[1, 2]", "'quoted'", "{}", ""]
+
+
+@pytest.mark.parametrize("text", COMMAND_LINE_TEXTS)
+def test_command_line_values_are_parsed_exactly_like_papermills_cli(text, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+    from papermill import cli
+
+    received = {}
+    monkeypatch.setattr(cli, "execute_notebook", lambda **kwargs: received.update(kwargs["parameters"]))
+    result = CliRunner().invoke(cli.papermill, [str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"),
+                                                "-p", "value", text])
+    assert result.exit_code == 0, result.output
+    ours = build_book.parse_value(text)
+    assert type(ours) is type(received["value"]) and repr(ours) == repr(received["value"])  # repr: nan == nan
 
 
 @pytest.mark.slow

@@ -16,7 +16,6 @@ Output: _build/src (executed copies) and _build/html/index.html under --path-out
 from __future__ import annotations
 
 import argparse
-import ast
 import shutil
 import subprocess
 import sys
@@ -66,14 +65,22 @@ def _existing_page(root: Path, entry: str) -> Path:
 
 
 def parse_value(text: str) -> Any:
-    """Command-line text to a Python value, as papermill's `-p` does: '64' -> 64, 'true' -> True."""
-    keywords = {"true": True, "false": False, "none": None}
-    if text.lower() in keywords:
-        return keywords[text.lower()]
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+    """Command-line text to a Python value exactly as papermill's `-p NAME VALUE` converts it.
+
+    papermill (cli._resolve_type) turns only the spellings 'True', 'False' and 'None' into
+    constants, then tries int(), then float(), and otherwise keeps the string: '64' -> 64,
+    '1e-3' -> 0.001, but 'false' -> 'false', which the chapters' check_parameters refuses
+    where a bool is declared. Both commands therefore hand a chapter the same values.
+    """
+    constants = {"True": True, "False": False, "None": None}
+    if text in constants:
+        return constants[text]
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
 
 
 def declared_parameters(notebook: Path) -> set[str]:
