@@ -132,18 +132,32 @@ def check_parameters(namespace: Mapping[str, Any]) -> None:
         raise ParameterError("bad chapter parameter: " + "; ".join(problems))
 
 
-def run_root(root: str = AUTO) -> Path:
+def installed() -> str:
+    """One line saying what runs this chapter: colorlab's version and place, torch's build, Python.
+
+    Printed by every chapter's set-up cell, so that a Colab reader (whose install cell is quiet)
+    and anyone reading an executed notebook can see which release produced its outputs.
+    """
+    import torch
+
+    from . import __file__ as package_file, __version__
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"colorlab {__version__} ({Path(package_file).parent}), torch {torch.__version__}, Python {python}"
+
+
+def resolve_run_root(root: str | Path = AUTO) -> Path:
     """Where the chapters keep their training runs: `root`, or for "auto" runs/book (relative to
     the chapter), or, in Colab with Google Drive mounted, a Drive folder that survives a runtime reset.
 
     Chapter 7 finds chapter 6's checkpoint there after a reset; a `colorlab train` run folder
-    can be reused by pointing `run_root` at its parent (see `colorlab.recipes.run_dir`).
+    is reused by pointing `run_root` at the folder given to its `--run-root` (see `colorlab.recipes.run_dir`).
     """
-    if root != AUTO:
+    if str(root) != AUTO:
         return Path(root)
     if "google.colab" in sys.modules and COLAB_DRIVE.is_dir():
         return COLAB_DRIVE / "colorlab" / "runs"
     return Path(DEFAULT_RUN_ROOT)
 
 
-__all__ = ["ParameterError", "RULES", "check_parameters", "parameter_problems", "run_root"]
+__all__ = ["ParameterError", "RULES", "check_parameters", "installed", "parameter_problems", "resolve_run_root"]

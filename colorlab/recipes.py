@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .book import resolve_run_root
 from .cache import CachedImages
 from .data import ImageDataset, load_split, make_loader, to_model_batch
 from .evaluate import evaluate, sample_grid
@@ -35,16 +36,17 @@ def stage_config(stage: str, epochs: int, seed: int = 0, **overrides) -> TrainCo
     return TrainConfig(**(base | dict(epochs=epochs, seed=seed) | overrides))
 
 
-def run_dir(recipe: str, root: str | Path = "runs/book", **params) -> Path:
+def run_dir(recipe: str, root: str | Path = "auto", **params) -> Path:
     """A run folder named by its parameters, e.g. runs/book/resnet18-data=offline-n_images=64-seed=0-size=64.
 
     Chapters that train the same stage with the same parameters share its checkpoint, so
     when the book is built in order a later chapter resumes (= reuses) an earlier one's run.
+    `root` "auto" is runs/book, or a Google Drive folder in Colab (`colorlab.book.resolve_run_root`).
     """
     def tag(value) -> str:
         return Path(value).name if isinstance(value, (str, Path)) and ("/" in str(value)) else str(value)
 
-    return Path(root) / "-".join([recipe] + [f"{key}={tag(params[key])}" for key in sorted(params)])
+    return resolve_run_root(root) / "-".join([recipe] + [f"{key}={tag(params[key])}" for key in sorted(params)])
 
 
 @dataclass

@@ -82,13 +82,13 @@ def test_ipython_shows_the_error_as_one_line_without_a_traceback(capsys):
 
 def test_run_root_is_runs_book_by_default_and_an_explicit_folder_as_given(monkeypatch):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    assert book.run_root() == Path("runs/book")
-    assert book.run_root("/tmp/my-runs") == Path("/tmp/my-runs")
+    assert book.resolve_run_root() == Path("runs/book")
+    assert book.resolve_run_root("/tmp/my-runs") == Path("/tmp/my-runs")
 
 
 def test_run_root_moves_to_google_drive_in_colab_when_it_is_mounted(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "google.colab", object())
     monkeypatch.setattr(book, "COLAB_DRIVE", tmp_path / "MyDrive")
-    assert book.run_root() == Path("runs/book")  # not mounted: the runtime's disk
+    assert book.resolve_run_root() == Path("runs/book")  # not mounted: the runtime's disk
     (tmp_path / "MyDrive").mkdir()
-    assert book.run_root() == tmp_path / "MyDrive" / "colorlab" / "runs"
+    assert book.resolve_run_root() == tmp_path / "MyDrive" / "colorlab" / "runs"
