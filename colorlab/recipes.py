@@ -49,6 +49,19 @@ def run_dir(recipe: str, root: str | Path = "auto", **params) -> Path:
     return resolve_run_root(root) / "-".join([recipe] + [f"{key}={tag(params[key])}" for key in sorted(params)])
 
 
+def chapter_run_dir(recipe: str, root: str | Path, data: str, n_images: int | None, seed: int, size: int,
+                    weights: str | None) -> Path:
+    """The run folder chapters 5-8 use for these settings, so that they reuse a `colorlab train --run-root` run.
+
+    The chapters name runs by their parameters; their `pretrained` is the recipe's `weights`
+    ("none" for random init), and only the resnet18 runs carry it.
+    """
+    params = dict(data=data, n_images=n_images, seed=seed, size=size)
+    if recipe == "resnet18":
+        params["pretrained"] = "none" if weights is None else weights
+    return run_dir(recipe, root, **params)
+
+
 @dataclass
 class RunConfig:
     """One training run. Defaults are the seed's settings (COCO, 256 px, batch 16, 20 + 20 epochs)."""
