@@ -4,8 +4,9 @@ One loop serves both stages. Its guarantees, beyond the seed's recipe:
 - resumable: a checkpoint (atomic) after every epoch and when interrupted (Ctrl-C or
   SIGTERM, at the next step boundary); `resume=True` continues bit-identically on the CPU,
   because data order and flips depend only on (seed, epoch, step) and all RNGs are saved;
-- fast: Lab conversion and flips on the device, mixed precision chosen per GPU
-  (`colorlab.runtime.precision_policy`: bf16, or fp16 + GradScaler) + channels_last + fused Adam on CUDA, losses summed on the device and read back only every `log_every` steps,
+- fast: Lab conversion and flips on the device; on CUDA, mixed precision chosen per GPU
+  (`colorlab.runtime.precision_policy`: bf16, or fp16 + GradScaler), channels_last and fused
+  Adam; losses summed on the device and read back only every `log_every` steps,
   optionally (`compile=True`) both networks compiled with torch.compile;
 - safe: a NaN/inf loss stops training with a clear error and keeps the last good checkpoint.
 """
