@@ -102,10 +102,10 @@ def _type_problem(name: str, value: Any, expected: Any) -> str | None:
     return None if ok else f"must be {expected.__name__}, not {type(value).__name__}"
 
 
-def parameter_problems(values: Mapping[str, Any], types_: Mapping[str, Any]) -> list[str]:
-    """One 'name=value: problem' line per parameter whose value does not fit its type or range."""
+def parameter_problems(values: Mapping[str, Any], declared: Mapping[str, Any]) -> list[str]:
+    """One 'name=value: problem' line per parameter whose value does not fit its declared type or its range."""
     problems = []
-    for name, expected in types_.items():
+    for name, expected in declared.items():
         if name not in values:
             continue
         value = values[name]

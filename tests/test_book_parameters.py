@@ -92,3 +92,14 @@ def test_run_root_moves_to_google_drive_in_colab_when_it_is_mounted(monkeypatch,
     assert book.resolve_run_root() == Path("runs/book")  # not mounted: the runtime's disk
     (tmp_path / "MyDrive").mkdir()
     assert book.resolve_run_root() == tmp_path / "MyDrive" / "colorlab" / "runs"
+
+
+def test_installed_names_the_running_colorlab_and_torch():
+    import torch
+
+    import colorlab
+
+    line = book.installed()
+    assert "\n" not in line
+    assert f"colorlab {colorlab.__version__} ({Path(colorlab.__file__).parent})" in line
+    assert f"torch {torch.__version__}" in line
