@@ -26,7 +26,7 @@ def _device(value: str) -> str:
     """Refuse a device this machine lacks while parsing, before any data is read."""
     try:
         pick_device(value)
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:  # a GPU this machine lacks; a name that is no device
         raise argparse.ArgumentTypeError(str(err).splitlines()[0]) from None
     return value
 
