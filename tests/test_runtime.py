@@ -108,3 +108,20 @@ def test_a_real_fp16_gradscaler_step_updates_both_networks():
     changed = sum(not torch.equal(a, b) for a, b in zip(before, after))
     assert changed == len(before), f"only {changed} of {len(before)} parameter tensors were updated"
     assert scaler.get_scale() == 2.0**9  # stepped through the scaler, no overflow, updated once
+
+
+@pytest.mark.skipif(not _cpu_fp16_supported(), reason="this torch has no CPU fp16 autocast + GradScaler")
+def test_fit_trains_through_the_policys_autocast_and_scaler(monkeypatch, capsys):
+    """fit with the T4 policy (forced on the CPU): every step goes through the policy's one GradScaler."""
+    policy = runtime.PrecisionPolicy("cpu", torch.float16, True, "forced for the test")
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8, growth_interval=1)
+    monkeypatch.setattr("colorlab.train.precision_policy", lambda device: policy)
+    monkeypatch.setattr(runtime.PrecisionPolicy, "grad_scaler", lambda self: scaler)
+    monkeypatch.setattr(runtime, "_announced", set())
+    loader = torch.utils.data.DataLoader(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), batch_size=2)
+    torch.manual_seed(0)
+    history = fit(build_generator("baseline", 32), loader, TrainConfig(epochs=1), discriminator=build_discriminator(),
+                  device="cpu", progress=False)
+    assert all(torch.isfinite(torch.tensor(values)).all() for values in history.epochs.values())
+    assert scaler.get_scale() == 2.0**10  # two steps, each updating the scale once (no overflow)
+    assert "fp16 autocast + GradScaler (forced for the test)" in capsys.readouterr().out
