@@ -6,7 +6,7 @@
 (b) fast, colorlab's default: images decoded and resized once into a uint8 memory-mapped cache
     (`colorlab.cache.CachedImages`), a batch fetched by one read, no worker processes; flips and
     Lab conversion batched on the training device (`colorlab.data.to_model_batch`); training by
-    `colorlab.train.fit` itself (bf16 autocast, channels_last and fused Adam on CUDA, losses read
+    `colorlab.train.fit` itself (mixed precision by GPU, channels_last and fused Adam on CUDA, losses read
     back every `log_every` steps), optionally with `--compile`.
 
 Both train the same networks (`colorlab.models`) with the same step (`colorlab.train.train_step`),
@@ -45,7 +45,8 @@ from colorlab.data import EpochSampler, load_split, make_loader, shared_data_dir
 from colorlab.io import SkippedImageWarning
 from colorlab.losses import LAMBDA_L1, GANLoss
 from colorlab.models import build_discriminator, build_generator
-from colorlab.train import TrainConfig, fit, pick_device, train_step
+from colorlab.runtime import pick_device, precision_policy
+from colorlab.train import TrainConfig, fit, train_step
 
 ARCHS = ("baseline", "resnet18")
 
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
         "settings": {"data": str(args.data), "n_files": len(files), "size": args.size, "batch_size": args.batch_size,
                      "warmup": args.warmup, "steps": args.steps, "data_steps": args.data_steps,
                      "reference_workers": args.workers, "main_threads": torch.get_num_threads(),
-                     "compile": args.compile, "precision_fast": "bf16 autocast" if device.type == "cuda" else "fp32"},
+                     "compile": args.compile, "precision_fast": precision_policy(device).describe()},
         "cache_seconds": cache_seconds, "results": results, "fast_data_over_fast_train": data_over_train,
     }
     print(format_report(report, archs))

@@ -1,11 +1,11 @@
 """colorlab: image colorization with conditional GANs — the library behind the course book.
 
 Modules, one concept each: `color` (RGB <-> Lab), `io` (robust image loading), `data`
-(sources, splits, batches), `cache` (decode once, uint8 memory map), `models` (U-Net,
+(sources, splits, batches), `runtime` (device and precision), `cache` (decode once, uint8 memory map), `models` (U-Net,
 ResNet18-DynamicUnet, PatchGAN), `losses` (cGAN + L1), `train` (the training loop),
 `checkpoint`, `evaluate` (metrics, grids), `colorize` (your own photos), `recipes` (the seed's
 two recipes end to end), `experiment` (the three-model comparison), `assignments` (graded
-exercises), `cli`.
+exercises), `book` (the chapters' parameters), `cli` (also `python -m colorlab`).
 """
 
 __version__ = "0.1.0"

@@ -1,27 +1,169 @@
-"""What the book's chapters share beyond the library: the published-model-or-own-training choice.
+"""What the chapters share besides the library: their parameters, and which model their results show.
 
-A chapter teaches the mechanics on a short training run of its own (loss curves, exercises),
-but a short CPU run cannot show what a method achieves. So the pictures and numbers meant to
-show that come from the published model of the chapter's stage (`colorlab.hub`) when there
-is one, which the chapter says in one line; otherwise from its own short run, said just as
-plainly, with the way to get the real ones. The chapters' `published` parameter decides:
-"auto" (the published model when its file is here), "none" (always the chapter's own run),
-or a model name (that model for its stage, downloaded if need be).
+Parameters. Every chapter's `parameters` cell declares typed knobs (``size: int = 64``), which
+papermill may override: ``papermill chapter.ipynb out.ipynb -p smoke false``. papermill's command
+line converts only ``True``, ``False``, ``None`` and numbers; anything else arrives as a *string*,
+and the string ``"false"`` is truthy. So the first code cell after the parameters calls
+`check_parameters(globals())`, which compares every value with its declared type and range
+before any download or training, and stops the chapter with one line naming the parameter,
+the problem and the right spelling.
+
+Published model or own run. A chapter teaches the mechanics on a short training run of its own
+(loss curves, exercises), but a short CPU run cannot show what a method achieves. So the
+pictures and numbers meant to show that come from the published model of the chapter's stage
+(`colorlab.hub`) when there is one, which the chapter says in one line; otherwise from its own
+short run, said just as plainly, with the way to get the real ones. The chapters' `published`
+parameter decides: "auto" (the published model when its file is here), "none" (always the
+chapter's own run), or a model name (that model for its stage, downloaded if need be).
 """
 
 from __future__ import annotations
 
 import math
+import sys
+import types
+import typing
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from . import hub
-from .data import shared_data_dir
+from .data import SOURCES, shared_data_dir
 from .io import SkippedImageWarning, list_images, scan_images
+from .models import AUTO, IMAGENET, check_size
 from .recipes import val_batches
+from .runtime import pick_device
+PRETRAINED_CHOICES = (AUTO, IMAGENET, "none")
+
+
+class ParameterError(ValueError):
+    """A chapter parameter has the wrong type or value. Shown in a notebook as its one-line message."""
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython calls this instead of printing a traceback: the message says everything, and a
+        # traceback into colorlab's code would hide it from a reader who only mistyped a value.
+        return [f"{type(self).__name__}: {self}"]
+
+
+def _at_least(minimum: int) -> Callable[[Any], str | None]:
+    return lambda value: None if value >= minimum else f"must be >= {minimum}"
+
+
+def _raises(check: Callable[[Any], Any]) -> Callable[[Any], str | None]:
+    """A range rule from a library function that raises on a bad value: its message is the problem."""
+    def rule(value: Any) -> str | None:
+        try:
+            check(value)
+        except (ValueError, RuntimeError) as err:
+            return str(err).splitlines()[0]
+        return None
+    return rule
+
+
+def _data_source(value: str) -> str | None:
+    if value in SOURCES or Path(value).is_dir():
+        return None
+    return f"must be one of {', '.join(map(repr, SOURCES))} or an existing folder of images"
+
+
+def _pretrained(value: str) -> str | None:
+    if value in PRETRAINED_CHOICES or Path(value).is_file():
+        return None
+    return f"must be one of {', '.join(map(repr, PRETRAINED_CHOICES))} or a ResNet18 state-dict file"
+
+
+def _published(value: str) -> str | None:
+    if value in ("auto", "none") or value in hub.MODELS:
+        return None
+    return f"must be 'auto', 'none' or a published model ({', '.join(hub.MODELS)}; see `colorlab models`)"
+
+
+# Range rules of the parameters the chapters share, checked once the type is right. A parameter
+# not listed here is checked against its declared type only.
+RULES: dict[str, Callable[[Any], str | None]] = {
+    "size": _raises(check_size),
+    "epochs": _at_least(1),
+    "pretrain_epochs": _at_least(1),
+    "n_images": _at_least(2),  # one training and one validation image at least
+    "batch_size": _at_least(1),
+    "seed": _at_least(0),
+    "device": _raises(pick_device),  # also refuses a GPU this machine lacks, before any work
+    "data": _data_source,
+    "pretrained": _pretrained,
+    "published": _published,
+}
+
+
+def _type_problem(name: str, value: Any, expected: Any) -> str | None:
+    """None if `value` fits the annotation `expected` (bool, int, float, str, or a union of them)."""
+    if typing.get_origin(expected) in (typing.Union, types.UnionType):  # e.g. `str | None`
+        problems = [_type_problem(name, value, option) for option in typing.get_args(expected)]
+        return None if None in problems else problems[0]
+    if expected is type(None):
+        return None if value is None else "must be None"
+    if expected is bool:
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            right = value.capitalize()
+            return (f"must be True or False, not a string (papermill converts only True, False and None): "
+                    f"write {right}, e.g. papermill -p {name} {right}")
+        return f"must be True or False, not {type(value).__name__}"
+    if expected is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif expected is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, expected)
+    return None if ok else f"must be {expected.__name__}, not {type(value).__name__}"
+
+
+def parameter_problems(values: Mapping[str, Any], declared: Mapping[str, Any]) -> list[str]:
+    """One 'name=value: problem' line per parameter whose value does not fit its declared type or its range."""
+    problems = []
+    for name, expected in declared.items():
+        if name not in values:
+            continue
+        value = values[name]
+        problem = _type_problem(name, value, expected)
+        if problem is None and name in RULES and value is not None:
+            problem = RULES[name](value)
+        if problem:
+            problems.append(f"{name}={value!r}: {problem}")
+    return problems
+
+
+def check_parameters(namespace: Mapping[str, Any]) -> None:
+    """Stop the chapter if a parameter has the wrong type or value; call it as `check_parameters(globals())`.
+
+    The types are the annotations of the `parameters` cell (IPython keeps them in the
+    notebook's ``__annotations__``; papermill's injected values carry none, so the declared
+    types stay). Raises ParameterError listing every bad parameter, one clause each.
+    """
+    declared = namespace.get("__annotations__")
+    if not declared:
+        raise ParameterError("the parameters cell declares no types: write `size: int = 64`, not `size = 64`")
+    problems = parameter_problems(namespace, declared)
+    if problems:
+        raise ParameterError("bad chapter parameter: " + "; ".join(problems))
+
+
+def installed() -> str:
+    """One line saying what runs this chapter: colorlab's version and place, torch's build, Python.
+
+    Printed by every chapter's set-up cell, so that a Colab reader (whose install cell is quiet)
+    and anyone reading an executed notebook can see which release produced its outputs.
+    """
+    from . import __file__ as package_file, __version__
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"colorlab {__version__} ({Path(package_file).parent}), torch {torch.__version__}, Python {python}"
+
 
 # a chapter's training stage -> the published model of that stage, without its "-SIZE"
 STAGE_MODELS = {"baseline": "baseline", "pretrain": "resnet18-l1", "gan": "resnet18-gan"}
@@ -163,3 +305,8 @@ def metrics_table(results: dict[str, dict]):
     truth = next(iter(results.values()))  # the ground-truth columns are the same in every row
     table.loc["ground truth"] = [float("inf"), 1.0, truth["colourfulness_true"], 0.0, truth["saturation_true"]]
     return table
+
+
+__all__ = ["ParameterError", "RULES", "Showcase", "check_parameters", "held_out_batches", "installed", "mean_ab",
+           "metrics_table", "parameter_problems", "published_name", "read_against_seed", "showcase",
+           "why_not_published"]

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 from .models import IMAGENET
 from .recipes import RECIPES, RunConfig
-from .train import pick_device
+from .runtime import pick_device
 
 
 def _weights(value: str) -> str | None:
@@ -26,7 +26,7 @@ def _device(value: str) -> str:
     """Refuse a device this machine lacks while parsing, before any data is read."""
     try:
         pick_device(value)
-    except RuntimeError as err:
+    except (RuntimeError, ValueError) as err:  # a GPU this machine lacks; a name that is no device
         raise argparse.ArgumentTypeError(str(err).splitlines()[0]) from None
     return value
 
@@ -52,6 +52,10 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=None)
     p.add_argument("--out", default=None, help="run folder (default: runs/RECIPE)")
+    p.add_argument("--run-root", default=None,
+                   help="instead of --out: a folder named as the chapters name theirs, under RUN_ROOT, so that "
+                        "chapters 5-8 with -p run_root RUN_ROOT (and the same data, n_images, seed, size, "
+                        "pretrained=WEIGHTS) reuse this run")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
     p.add_argument("--no-cache", dest="cache", action="store_false",
                    help="decode every image every epoch instead of once into a uint8 cache")
@@ -70,10 +74,17 @@ def _offline_sources(args) -> tuple[str, str | None]:
 def _train(args) -> int:
     data, weights = _offline_sources(args)
     n_images = args.n_images if args.n_images is not None else (10_000 if data == "coco" else None)
+    out = args.out or f"runs/{args.recipe}"
+    if args.run_root is not None:
+        if args.out is not None:
+            raise ValueError("give --out or --run-root, not both")
+        from .recipes import chapter_run_dir
+
+        out = str(chapter_run_dir(args.recipe, args.run_root, data, n_images, args.seed, args.size, weights))
     config = RunConfig(recipe=args.recipe, data=data, n_images=n_images, size=args.size,
                        batch_size=args.batch_size, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
                        weights=weights, gan_mode=args.gan_mode, lambda_l1=args.lambda_l1, device=args.device,
-                       seed=args.seed, out=args.out or f"runs/{args.recipe}", resume=args.resume,
+                       seed=args.seed, out=out, resume=args.resume,
                        num_workers=args.num_workers, cache=args.cache)
     from .recipes import run
 

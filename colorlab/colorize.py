@@ -21,7 +21,7 @@ from tqdm import tqdm  # plain text bars: notebooks without ipywidgets too
 from .checkpoint import load_generator
 from .color import AB_SCALE, L_SCALE, lab_to_rgb, rgb_to_lab
 from .io import ImageLoadError, list_images, load_rgb
-from .train import pick_device
+from .runtime import pick_device
 
 MAX_SIDE = 4096  # larger photos are downscaled on load: bounds memory to ~0.5 GB per image
 

@@ -28,7 +28,8 @@ from .evaluate import comparison_grid, evaluate, grayscale_rgb, predict_rgb
 from .io import list_images, load_rgb
 from .models import build_discriminator, build_generator
 from .recipes import loss_figure, stage_config, train_loader, val_batches
-from .train import fit, pick_device, train_gan
+from .runtime import pick_device
+from .train import fit, train_gan
 
 MODELS = ("baseline", "L1-pretrained", "pretrained+GAN")
 # training stage (history key) -> (its key in "seconds", the stage's name in a published model's "epochs")

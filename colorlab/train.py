@@ -4,8 +4,9 @@ One loop serves both stages. Its guarantees, beyond the seed's recipe:
 - resumable: a checkpoint (atomic) after every epoch and when interrupted (Ctrl-C or
   SIGTERM, at the next step boundary); `resume=True` continues bit-identically on the CPU,
   because data order and flips depend only on (seed, epoch, step) and all RNGs are saved;
-- fast: Lab conversion and flips on the device, bf16 autocast + channels_last + fused
-  Adam on CUDA, losses summed on the device and read back only every `log_every` steps,
+- fast: Lab conversion and flips on the device; on CUDA, mixed precision chosen per GPU
+  (`colorlab.runtime.precision_policy`: bf16, or fp16 + GradScaler), channels_last and fused
+  Adam; losses summed on the device and read back only every `log_every` steps,
   optionally (`compile=True`) both networks compiled with torch.compile;
 - safe: a NaN/inf loss stops training with a clear error and keeps the last good checkpoint.
 """
@@ -27,6 +28,7 @@ from tqdm import tqdm  # plain text bars: notebooks without ipywidgets too
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .data import to_model_batch
 from .losses import LAMBDA_L1, GANLoss, discriminator_loss, generator_loss
+from .runtime import announce, pick_device, precision_policy
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -88,16 +90,6 @@ class History:
         return ax
 
 
-def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" -> cuda if available, else cpu; anything else is checked to exist."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' was asked for but no CUDA GPU is available; use device='auto' or 'cpu'")
-    return device
-
-
 def set_requires_grad(net: nn.Module, flag: bool) -> None:
     for p in net.parameters():
         p.requires_grad_(flag)
@@ -151,6 +143,9 @@ def fit(
         raise ValueError("generator has no .spec: build it with colorlab.models.build_generator")
     stage = "pretrain" if discriminator is None else "gan"
     cuda = device.type == "cuda"
+    precision = precision_policy(device)
+    announce(precision)
+    scaler = precision.grad_scaler()
     memory_format = torch.channels_last if cuda else torch.contiguous_format
     nets = [generator] + ([discriminator] if discriminator is not None else [])
     for net in nets:
@@ -210,8 +205,8 @@ def fit(
                 L, ab = to_model_batch(rgb, device, _flip_generator(config.seed, epoch, step))
                 if cuda:
                     L, ab = (t.contiguous(memory_format=torch.channels_last) for t in (L, ab))
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                    losses = train_step(step_g, step_d, opt_g, opt_d, gan_loss, L, ab, config.lambda_l1)
+                with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.autocast):
+                    losses = train_step(step_g, step_d, opt_g, opt_d, gan_loss, L, ab, config.lambda_l1, scaler)
                 for key, value in losses.items():
                     sums[key] = sums.get(key, 0.0) + value.detach().float()
                 if step % config.log_every == 0:
@@ -230,8 +225,14 @@ def fit(
     return history
 
 
-def train_step(generator, discriminator, opt_g, opt_d, gan_loss, L, ab, lambda_l1) -> dict[str, torch.Tensor]:
-    """One optimisation step; with a discriminator, the D step then the G step of pix2pix."""
+def train_step(generator, discriminator, opt_g, opt_d, gan_loss, L, ab, lambda_l1,
+               scaler: torch.amp.GradScaler | None = None) -> dict[str, torch.Tensor]:
+    """One optimisation step; with a discriminator, the D step then the G step of pix2pix.
+
+    With a `scaler` (fp16 autocast), each loss is scaled before its backward pass, each
+    optimizer steps through the scaler (skipping a step whose gradients overflowed), and the
+    scale is updated once, after both players' steps.
+    """
     fake_ab = generator(L)
     losses: dict[str, torch.Tensor] = {}
     fake_logits = None
@@ -241,16 +242,25 @@ def train_step(generator, discriminator, opt_g, opt_d, gan_loss, L, ab, lambda_l
         d_losses = discriminator_loss(
             gan_loss, discriminator(torch.cat([L, ab], 1)), discriminator(torch.cat([L, fake_ab.detach()], 1))
         )
-        d_losses["loss_D"].backward()
-        opt_d.step()
+        _backward_and_step(d_losses["loss_D"], opt_d, scaler)
         losses.update(d_losses)
         set_requires_grad(discriminator, False)  # G's step must not update D
         fake_logits = discriminator(torch.cat([L, fake_ab], 1))
     opt_g.zero_grad(set_to_none=True)
     g_losses = generator_loss(gan_loss, fake_logits, fake_ab.float(), ab, lambda_l1)
-    g_losses["loss_G"].backward()
-    opt_g.step()
+    _backward_and_step(g_losses["loss_G"], opt_g, scaler)
+    if scaler is not None:
+        scaler.update()
     return losses | g_losses
+
+
+def _backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None):
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
 
 
 RESUMABLE_CHANGES = ("epochs", "log_every", "compile")  # may differ between a run and its continuation
@@ -289,5 +299,5 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, loader: DataLoader
     return fit(generator, loader, config or TrainConfig(), discriminator=discriminator, **kwargs)
 
 
-__all__ = ["History", "NonFiniteLossError", "TrainConfig", "fit", "pick_device",
+__all__ = ["History", "NonFiniteLossError", "TrainConfig", "fit",
            "pretrain_generator", "set_requires_grad", "train_gan"]

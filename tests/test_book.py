@@ -12,10 +12,13 @@ import re
 from pathlib import Path
 
 import nbformat
+import papermill
 import pytest
 import yaml
 from jupyter_book.config import get_final_config
 from papermill.exceptions import PapermillExecutionError
+
+import colorlab
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("build_book", ROOT / "tools" / "build_book.py")
@@ -54,11 +57,14 @@ def _code_cells(notebook: Path):
 
 
 def _parameter_defaults(cell) -> dict:
-    return {
-        node.targets[0].id: ast.literal_eval(node.value)
-        for node in ast.parse(cell.source).body
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
-    }
+    """name -> (declared type name or None, default value) for every assignment of a parameters cell."""
+    defaults = {}
+    for node in ast.parse(cell.source).body:
+        if isinstance(node, ast.AnnAssign):
+            defaults[node.target.id] = (ast.unparse(node.annotation), ast.literal_eval(node.value))
+        elif isinstance(node, ast.Assign):
+            defaults[node.targets[0].id] = (None, ast.literal_eval(node.value))
+    return defaults
 
 
 # --- table of contents and configuration ---------------------------------------------------
@@ -68,6 +74,43 @@ def test_the_book_config_and_the_library_name_the_same_repository():
     import colorlab
 
     assert REPOSITORY == colorlab.REPOSITORY_URL, "_config.yml repository.url and colorlab.REPOSITORY_URL disagree"
+
+
+# Every way a file can name the repository: GitHub itself, Colab's and Binder's views of it.
+REPOSITORY_REFERENCE = re.compile(r"(?:github\.com|colab\.research\.google\.com/github|mybinder\.org/v2/gh)"
+                                  r"/([\w.-]+)/([\w-]+(?:\.[\w-]+)*)")
+SCANNED_SUFFIXES = {".md", ".ipynb", ".yml", ".yaml", ".toml", ".py", ".txt", ".cfg", ".html", ""}
+NOT_SCANNED = {".git", "_build", "runs", ".pytest_cache", ".hypothesis", "__pycache__", "node_modules"}
+
+
+def _repository_files():
+    for path in sorted(ROOT.rglob("*")):
+        if path.is_file() and path.suffix in SCANNED_SUFFIXES and not NOT_SCANNED & set(path.relative_to(ROOT).parts):
+            yield path
+
+
+def test_every_copy_of_the_repository_url_agrees_with_colorlab_repository_url():
+    """Badges, install cells, launch buttons, Binder links, pyproject's URLs: one repository, the library's."""
+    owner, name = colorlab.REPOSITORY_URL.removeprefix("https://github.com/").split("/")
+    found, stale = 0, []
+    for path in _repository_files():
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for match in REPOSITORY_REFERENCE.finditer(text):
+            if owner in match.groups() or name in match.groups():  # a copy of ours, not another project's
+                found += 1
+                if match.groups() != (owner, name):
+                    stale.append(f"{path.relative_to(ROOT)}: {match.group(0)}")
+    assert not stale, "these disagree with colorlab.REPOSITORY_URL: " + "; ".join(stale)
+    assert found >= len(NOTEBOOKS) * 2  # each notebook's badge and install cell were seen
+
+
+def test_pyproject_version_and_urls_agree_with_the_library():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib (Python >= 3.11) reads pyproject.toml")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert project["version"] == colorlab.__version__  # the install cells pin the tag v<version>
+    assert project["urls"] and all(url.startswith(colorlab.REPOSITORY_URL) for url in project["urls"].values())
+    torch_requirement = next(r for r in project["dependencies"] if r.startswith("torch>") or r.startswith("torch<"))
+    assert "<" not in torch_requirement, "an upper bound on torch makes Colab downgrade its own torch"
 
 
 def test_toc_starts_at_the_landing_page_and_lists_only_existing_pages():
@@ -104,7 +147,7 @@ def test_config_renders_pre_executed_notebooks_offline():
     assert sphinx["external_toc_exclude_missing"] is True  # only_build_toc_files
     assert not sphinx.get("intersphinx_mapping"), "intersphinx fetches over the network"
     theme = sphinx["html_theme_options"]
-    assert theme["repository_url"] == "https://github.com/colorlab-book/colorlab"
+    assert theme["repository_url"] == colorlab.REPOSITORY_URL
     assert theme["repository_branch"] == "main"
     assert theme["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
     assert theme["launch_buttons"]["binderhub_url"] == "https://mybinder.org"
@@ -126,12 +169,38 @@ def test_notebook_follows_the_chapter_convention(notebook):
     assert tagged == [parameters], "cell 2, and only cell 2, is tagged `parameters`"
     defaults = _parameter_defaults(parameters)
     assert REQUIRED_PARAMETERS <= set(defaults), f"missing {REQUIRED_PARAMETERS - set(defaults)}"
-    assert defaults["device"] == "auto" and defaults["smoke"] is False
+    assert defaults["device"] == ("str", "auto") and defaults["smoke"] == ("bool", False)
+    for name, (declared, default) in defaults.items():  # papermill --help-notebook shows these types
+        assert declared == type(default).__name__, f"{name}: annotate it `{name}: {type(default).__name__} = ...`"
 
     assert setup.cell_type == "code"
     assert '"google.colab" in sys.modules' in setup.source
-    assert f"git+{REPOSITORY}" in setup.source
     assert re.search(r"^from colorlab import|^import colorlab", setup.source, re.MULTILINE)
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_setup_cell_installs_the_pinned_release_in_colab_and_checks_the_parameters_first(notebook):
+    setup = nbformat.read(notebook, as_version=4).cells[2]
+    lines = setup.source.splitlines()
+    install = f'    %pip install -q "colorlab @ git+{colorlab.REPOSITORY_URL}@v{colorlab.__version__}"'
+    assert install in lines, f"the Colab install line must be: {install.strip()}"
+    assert any(line.startswith("print(installed())") for line in lines)  # one line saying what was installed
+    check = lines.index("check_parameters(globals())  # a mistyped parameter stops the chapter here, "
+                        "before any download or training")
+    before = {line.split("  #")[0] for line in lines[:check] if line and not line.startswith("#")}
+    assert before <= {"import subprocess", "import sys", 'if "google.colab" in sys.modules:', install,
+                      "from colorlab.book import check_parameters, installed", "print(installed())"}, \
+        "nothing but the install may run before check_parameters"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_papermill_reads_every_parameter_with_its_type(notebook):
+    parameters = nbformat.read(notebook, as_version=4).cells[1]
+    inspected = papermill.inspect_notebook(str(notebook))
+    declared = _parameter_defaults(parameters)
+    assert set(inspected) == set(declared), "papermill could not parse a line (no '=' in parameter comments)"
+    assert {name: info["inferred_type_name"] for name, info in inspected.items()} == \
+        {name: declared_type for name, (declared_type, _) in declared.items()}
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=_ids(NOTEBOOKS))
@@ -183,7 +252,22 @@ def test_notebook_runs_with_smoke_parameters(notebook, tmp_path, kernel):
 def test_a_bad_parameter_makes_the_chapter_fail(tmp_path, kernel):
     with pytest.raises(PapermillExecutionError) as failure:
         build_book.execute_chapter(STUB, tmp_path / STUB.name, {**build_book.SMOKE_PARAMETERS, "size": -7})
-    assert failure.value.ename == "ValueError" and "size" in failure.value.evalue
+    assert failure.value.ename == "ParameterError" and "size=-7" in failure.value.evalue
+
+
+def test_smoke_false_from_the_command_line_stops_the_chapter_in_its_setup_cell(tmp_path, kernel):
+    """`-p smoke false` hands the chapter the string 'false': refused with the right spelling, before any work."""
+    parameters = {**build_book.SMOKE_PARAMETERS, "smoke": build_book.parse_value("false")}
+    with pytest.raises(PapermillExecutionError) as failure:
+        build_book.execute_chapter(STUB, tmp_path / STUB.name, parameters)
+    error = failure.value
+    assert error.ename == "ParameterError"
+    assert "smoke='false'" in error.evalue and "-p smoke False" in error.evalue
+    cells = nbformat.read(tmp_path / STUB.name, as_version=4).cells
+    [failed] = [cell for cell in cells if any(out.output_type == "error" for out in cell.get("outputs", []))]
+    assert "check_parameters(globals())" in failed.source  # the set-up cell: nothing ran after the parameters
+    assert error.exec_count == 3  # parameters, papermill's injected values, then the set-up cell
+    assert error.traceback == [f"ParameterError: {error.evalue}"]  # one line, no traceback
 
 
 def test_build_names_the_failing_chapter_and_skips_the_html(tmp_path, capsys, kernel):
@@ -199,12 +283,24 @@ def test_build_rejects_a_parameter_no_chapter_declares(tmp_path, capsys):
     assert "sizee" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(
-    "text, value",
-    [("64", 64), ("0.5", 0.5), ("true", True), ("False", False), ("None", None), ("cuda", "cuda"), ("/x/y", "/x/y")],
-)
-def test_command_line_values_are_parsed_like_papermill(text, value):
-    assert build_book.parse_value(text) == value and type(build_book.parse_value(text)) is type(value)
+# Spellings where a naive parser and papermill's CLI part ways: case, underscores, spaces, floats,
+# special floats, literals that papermill keeps as text.
+COMMAND_LINE_TEXTS = ["64", "-3", "+7", " 64 ", "1_000", "0.5", "1e-3", "nan", "-inf", "0x10", "True", "False",
+                      "None", "true", "false", "FALSE", "none", "cuda", "/x/y", "[1, 2]", "'quoted'", "{}", ""]
+
+
+@pytest.mark.parametrize("text", COMMAND_LINE_TEXTS)
+def test_command_line_values_are_parsed_exactly_like_papermills_cli(text, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+    from papermill import cli
+
+    received = {}
+    monkeypatch.setattr(cli, "execute_notebook", lambda **kwargs: received.update(kwargs["parameters"]))
+    result = CliRunner().invoke(cli.papermill, [str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"),
+                                                "-p", "value", text])
+    assert result.exit_code == 0, result.output
+    ours = build_book.parse_value(text)
+    assert type(ours) is type(received["value"]) and repr(ours) == repr(received["value"])  # repr: nan == nan
 
 
 @pytest.mark.slow

@@ -18,7 +18,6 @@ chapter declares.
 from __future__ import annotations
 
 import argparse
-import ast
 import datetime
 import os
 import platform
@@ -75,14 +74,22 @@ def _existing_page(root: Path, entry: str) -> Path:
 
 
 def parse_value(text: str) -> Any:
-    """Command-line text to a Python value, as papermill's `-p` does: '64' -> 64, 'true' -> True."""
-    keywords = {"true": True, "false": False, "none": None}
-    if text.lower() in keywords:
-        return keywords[text.lower()]
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        return text
+    """Command-line text to a Python value exactly as papermill's `-p NAME VALUE` converts it.
+
+    papermill (cli._resolve_type) turns only the spellings 'True', 'False' and 'None' into
+    constants, then tries int(), then float(), and otherwise keeps the string: '64' -> 64,
+    '1e-3' -> 0.001, but 'false' -> 'false', which the chapters' check_parameters refuses
+    where a bool is declared. Both commands therefore hand a chapter the same values.
+    """
+    constants = {"True": True, "False": False, "None": None}
+    if text in constants:
+        return constants[text]
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
 
 
 def declared_parameters(notebook: Path) -> set[str]:
@@ -199,13 +206,10 @@ RUNTIME_NOTE = "<!-- build_book.py: run times -->"  # the landing page's line th
 
 
 def run_device(parameters: Mapping[str, Any]) -> str:
-    """'cpu', 'cuda' or 'mps': where the chapters ran; "auto" means CUDA, then Apple's MPS, then the CPU."""
-    device = str(parameters.get("device", "auto"))
-    if device != "auto":
-        return device.split(":")[0]
-    import torch
+    """'cpu', 'cuda' or 'mps': where the chapters ran, chosen as the chapters choose (colorlab.runtime)."""
+    from colorlab.runtime import pick_device
 
-    return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    return pick_device(str(parameters.get("device", "auto"))).type
 
 
 def describe_machine(device: str) -> str:
