@@ -207,9 +207,12 @@ RUNTIME_NOTE = "<!-- build_book.py: run times -->"  # the landing page's line th
 
 def run_device(parameters: Mapping[str, Any]) -> str:
     """'cpu', 'cuda' or 'mps': where the chapters ran, chosen as the chapters choose (colorlab.runtime)."""
+    import torch
+
     from colorlab.runtime import pick_device
 
-    return pick_device(str(parameters.get("device", "auto"))).type
+    device = str(parameters.get("device", "auto"))
+    return (pick_device() if device == "auto" else torch.device(device)).type
 
 
 def describe_machine(device: str) -> str:
