@@ -161,7 +161,7 @@ def fit(
         opt_d = _adam(discriminator.parameters(), config.lr_d, config.betas, device)
         gan_loss = GANLoss(config.gan_mode).to(device)
 
-    history, start_epoch, start_step, partial = History(), 0, 0, {}
+    history, start_epoch, start_step, partial, rng = History(), 0, 0, {}, None
     if resume and checkpoint_path and Path(checkpoint_path).is_file():
         state = load_checkpoint(checkpoint_path, expected_spec=spec, map_location=device)
         if state["stage"] != stage:
@@ -173,8 +173,8 @@ def fit(
             discriminator.load_state_dict(state["discriminator"])
             opt_d.load_state_dict(state["opt_d"])
         history = History(state["history"])
-        start_epoch, start_step, partial = state["epoch"], state["step"], state["partial"]
-        restore_rng(state["rng"])
+        start_epoch, start_step, partial, rng = state["epoch"], state["step"], state["partial"], state["rng"]
+        restore_rng(rng)
 
     def checkpoint(epoch: int, step: int, sums: dict[str, torch.Tensor]) -> None:
         if checkpoint_path is None:
@@ -203,7 +203,12 @@ def fit(
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch, start=first_step * loader.batch_size)
             began = time.perf_counter()
-            bar = tqdm(loader, desc=f"{stage} epoch {epoch + 1}/{config.epochs}", disable=not progress,
+            batches = iter(loader)  # draws a base seed from the global torch RNG, even with 0 workers
+            if first_step and epoch == start_epoch:
+                # The interrupted run had drawn that seed before the checkpoint's RNG state was
+                # taken: drawing it again would shift every Dropout mask after the resume.
+                restore_rng(rng)
+            bar = tqdm(batches, desc=f"{stage} epoch {epoch + 1}/{config.epochs}", disable=not progress,
                        initial=first_step, total=first_step + len(loader), leave=False)
             step = first_step
             for step, rgb in enumerate(bar, start=first_step + 1):
