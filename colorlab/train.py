@@ -162,11 +162,7 @@ def fit(
         gan_loss = GANLoss(config.gan_mode).to(device)
 
     history, start_epoch, start_step, partial, rng = History(), 0, 0, {}, None
-    if resume and checkpoint_path and Path(checkpoint_path).is_file():
-        state = load_checkpoint(checkpoint_path, expected_spec=spec, map_location=device)
-        if state["stage"] != stage:
-            raise ValueError(f"{checkpoint_path} is a '{state['stage']}' checkpoint, this is the '{stage}' stage")
-        _check_same_config(state["config"], asdict(config), checkpoint_path)
+    if resume and (state := resumable_state(checkpoint_path, spec, stage, config, map_location=device)):
         generator.load_state_dict(state["generator"])
         opt_g.load_state_dict(state["opt_g"])
         if discriminator is not None:
@@ -258,6 +254,22 @@ def train_step(generator, discriminator, opt_g, opt_d, gan_loss, L, ab, lambda_l
     return losses | g_losses
 
 
+def resumable_state(checkpoint_path: str | Path | None, spec: dict, stage: str, config: TrainConfig,
+                    map_location: str | torch.device = "cpu") -> dict | None:
+    """The checkpoint `fit(..., resume=True)` would continue from, None if there is no such file.
+
+    Raises (CheckpointError, ValueError) when it belongs to another generator, stage or settings:
+    call it for every stage before training, so that a mismatch is reported before hours of work.
+    """
+    if not checkpoint_path or not Path(checkpoint_path).is_file():
+        return None
+    state = load_checkpoint(checkpoint_path, expected_spec=spec, map_location=map_location)
+    if state["stage"] != stage:
+        raise ValueError(f"{checkpoint_path} is a '{state['stage']}' checkpoint, this is the '{stage}' stage")
+    _check_same_config(state["config"], asdict(config), checkpoint_path)
+    return state
+
+
 RESUMABLE_CHANGES = ("epochs", "log_every", "compile")  # may differ between a run and its continuation
 
 
@@ -295,4 +307,4 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, loader: DataLoader
 
 
 __all__ = ["History", "NonFiniteLossError", "TrainConfig", "fit", "pick_device",
-           "pretrain_generator", "set_requires_grad", "train_gan"]
+           "pretrain_generator", "resumable_state", "set_requires_grad", "train_gan"]
