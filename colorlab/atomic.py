@@ -7,7 +7,7 @@ under the real name, nor pile up temporary files nobody removes. `atomic_write` 
 - the data goes to ``.<name>.tmp-<pid>`` beside the target, is flushed and fsync'ed, then
   renamed over the target, and the folder is fsync'ed (else a power cut can keep the
   rename but lose the data: an empty file under the real name);
-- on any error the temporary file is removed and the error re-raised as `WriteError`
+- on any error the temporary file is removed; a system error is re-raised as `WriteError`
   (an `OSError` with one line naming the target and the cause);
 - temporary files of the same target left by processes that no longer exist (killed
   while writing) are removed before a new write starts.
@@ -76,7 +76,9 @@ def atomic_write(path: str | Path, what: str = "file") -> Iterator[Path]:
     """Yield a temporary path to write into; on success it becomes `path`, durably.
 
     Any exception inside the block (including KeyboardInterrupt) removes the temporary file;
-    an ordinary error becomes a `WriteError` "<path>: could not write the <what> (<cause>); ...".
+    an operating-system error (disk full, permission denied, even when torch wraps it in a
+    RuntimeError) becomes a `WriteError` "<path>: could not write the <what> (<cause>); ...",
+    and any other exception passes through unchanged.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +90,8 @@ def atomic_write(path: str | Path, what: str = "file") -> Iterator[Path]:
         os.replace(tmp, path)
         _fsync(path.parent)
     except Exception as err:
+        if _os_error(err) is None:  # not about writing (e.g. a bad input file): the caller's own error
+            raise
         kept = "the previous one is kept" if path.exists() else "nothing was written"
         error = WriteError(f"{path}: could not write the {what} ({describe(err)}); {kept}")
         error.errno = system.errno if (system := _os_error(err)) is not None else errno.EIO
