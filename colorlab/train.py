@@ -3,7 +3,8 @@
 One loop serves both stages. Its guarantees, beyond the seed's recipe:
 - resumable: a checkpoint (atomic) after every epoch and when interrupted (Ctrl-C or
   SIGTERM, at the next step boundary); `resume=True` continues bit-identically on the CPU,
-  because data order and flips depend only on (seed, epoch, step) and all RNGs are saved;
+  because data order and flips depend only on (seed, epoch, step) and all RNGs are saved
+  (and restored after the resumed epoch's DataLoader iterator has drawn its seed);
 - fast: Lab conversion and flips on the device, bf16 autocast + channels_last + fused
   Adam on CUDA, losses summed on the device and read back only every `log_every` steps,
   optionally (`compile=True`) both networks compiled with torch.compile;
