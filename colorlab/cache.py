@@ -9,7 +9,8 @@ The file is named by a hash of the resolved paths, their byte sizes and modifica
 times, and the image size, so editing, replacing or adding a photo gives a new cache
 (the old one is simply no longer used; delete ``CACHE_DIR/images`` to reclaim the space).
 It is written to a temporary file and renamed when complete: an interrupted build (Ctrl-C,
-SIGTERM, disk full) never leaves half a cache or its temporary file behind. The pixels are exactly `ImageDataset`'s; but where
+SIGTERM, disk full) never leaves half a cache or its temporary file behind.
+The pixels are exactly `ImageDataset`'s; but where
 `ImageDataset` lets the next image stand in for a file that stopped loading, a cache
 must not store a stand-in for good, so building one fails on such a file, naming it.
 """

@@ -74,7 +74,8 @@ def colorize_image(generator: nn.Module, image: Image.Image, size: int, device: 
     return out
 
 
-def _linear_weights(n_in: int, n_out: int, start: int, stop: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _linear_weights(n_in: int, n_out: int, start: int, stop: int,
+                    device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Source indices and weights of outputs `start..stop` when resizing `n_in` -> `n_out` samples linearly.
 
     The same sampling as `F.interpolate(mode="bilinear", align_corners=False)` along one axis, but

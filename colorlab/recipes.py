@@ -117,7 +117,8 @@ def run(config: RunConfig) -> dict:
         for stage, stage_settings in stages.items():
             resumable_state(out / f"{stage}.pt", generator.spec, stage, stage_settings)
     if config.recipe == "resnet18":
-        histories["pretrain"] = fit(generator, loader, stages["pretrain"], checkpoint_path=out / "pretrain.pt", **common)
+        histories["pretrain"] = fit(generator, loader, stages["pretrain"], checkpoint_path=out / "pretrain.pt",
+                                    **common)
     histories["gan"] = train_gan(generator, build_discriminator(), loader, stages["gan"],
                                  checkpoint_path=out / "gan.pt", **common)
 

@@ -61,8 +61,9 @@ sys.exit(main(sys.argv[1:]))
 def test_sigterm_while_the_image_cache_is_built_removes_the_partial_file_and_says_so(tmp_path, photo_folder):
     cache_dir = tmp_path / "cache"
     env = os.environ | {"COLORLAB_CACHE": str(cache_dir), "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-c", CACHE_SIGTERM, *train_argv(tmp_path / "run", data=str(photo_folder))],
-                            capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    argv = train_argv(tmp_path / "run", data=str(photo_folder))
+    result = subprocess.run([sys.executable, "-c", CACHE_SIGTERM, *argv], capture_output=True, text=True, timeout=300,
+                            env=env, cwd=tmp_path)
     assert result.returncode == 130, result.stderr  # not killed by the signal (-15) with no word said
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("colorlab train: interrupted while caching images") and "removed" in last, last
