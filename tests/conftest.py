@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 torch.set_num_threads(2)
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def smooth_color_image(rng: np.random.Generator, side: int = 48) -> Image.Image:
@@ -26,3 +27,10 @@ def photo_folder(tmp_path: Path) -> Path:
     for i in range(12):
         smooth_color_image(rng).save(folder / f"img_{i:02d}.png")
     return folder
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED / "photos").is_dir():
+        pytest.skip("../shared/data is not present on this machine")
+    return SHARED
