@@ -102,10 +102,12 @@ def _build(path: Path, files: list[Path], size: int, progress: bool) -> None:
         with ThreadPoolExecutor(threads) as pool:
             items = pool.map(load_resized, files, [size] * len(files))
             try:
-                for i, item in enumerate(tqdm(items, total=len(files), desc=f"caching images at {size} px",
-                                              unit="img", disable=not progress, leave=False)):
-                    images[i] = item
-                    done["n"] = i + 1
+                with tqdm(total=len(files), desc=f"caching images at {size} px", unit="img", disable=not progress,
+                          leave=False) as bar:  # closed (line cleared) on an interruption too
+                    for i, item in enumerate(items):
+                        images[i] = item
+                        done["n"] = i + 1
+                        bar.update()
             except BaseException:  # a bad file or Ctrl-C: do not decode the rest first
                 pool.shutdown(cancel_futures=True)
                 raise

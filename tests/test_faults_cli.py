@@ -65,8 +65,8 @@ def test_sigterm_while_the_image_cache_is_built_removes_the_partial_file_and_say
     result = subprocess.run([sys.executable, "-c", CACHE_SIGTERM, *argv], capture_output=True, text=True, timeout=300,
                             env=env, cwd=tmp_path)
     assert result.returncode == 130, result.stderr  # not killed by the signal (-15) with no word said
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("colorlab train: interrupted while caching images") and "removed" in last, last
+    last = result.stderr.strip().splitlines()[-1]  # may follow a progress bar cut short by the signal
+    assert "colorlab train: interrupted while caching images" in last and "removed" in last, last
     assert "Traceback" not in result.stderr
     assert [p.name for p in (cache_dir / "images").iterdir()] == []  # no .npy, no .npy.tmp
 
