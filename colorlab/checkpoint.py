@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,9 @@ def load_checkpoint(path: str | Path, expected_spec: dict | None = None, map_loc
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4" for a foreign file: the error says it all
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:  # torch's text would advise weights_only=False, i.e. running the file's code
         if not zipfile.is_zipfile(path):  # what torch.save writes; anything else is some other file
             raise CheckpointError(f"{path}: not a loadable colorlab checkpoint (not saved by torch.save)") from None
