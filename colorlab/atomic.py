@@ -15,7 +15,6 @@ under the real name, nor pile up temporary files nobody removes. `atomic_write` 
 
 from __future__ import annotations
 
-import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -63,14 +62,6 @@ def _os_error(err: BaseException | None) -> OSError | None:
     return None
 
 
-def describe(err: BaseException) -> str:
-    """A short cause for a failed write: the system's words for an OSError, else the exception's first line."""
-    if (system := _os_error(err)) is not None:
-        return os.strerror(system.errno)
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
-
-
 @contextmanager
 def atomic_write(path: str | Path, what: str = "file") -> Iterator[Path]:
     """Yield a temporary path to write into; on success it becomes `path`, durably.
@@ -90,11 +81,12 @@ def atomic_write(path: str | Path, what: str = "file") -> Iterator[Path]:
         os.replace(tmp, path)
         _fsync(path.parent)
     except Exception as err:
-        if _os_error(err) is None:  # not about writing (e.g. a bad input file): the caller's own error
+        system = _os_error(err)
+        if system is None:  # not about writing (e.g. a bad input file): the caller's own error
             raise
         kept = "the previous one is kept" if path.exists() else "nothing was written"
-        error = WriteError(f"{path}: could not write the {what} ({describe(err)}); {kept}")
-        error.errno = system.errno if (system := _os_error(err)) is not None else errno.EIO
+        error = WriteError(f"{path}: could not write the {what} ({os.strerror(system.errno)}); {kept}")
+        error.errno = system.errno
         raise error from err
     finally:
         tmp.unlink(missing_ok=True)
