@@ -4,9 +4,9 @@ Checkpoints and image caches are large: a disk that fills up, a SIGKILL or a pow
 the middle of a write must neither destroy the previous file nor leave a half-written one
 under the real name, nor pile up temporary files nobody removes. `atomic_write` gives that:
 
-- the data goes to ``.<name>.tmp-<pid>`` beside the target, is flushed and fsync'ed, then
-  renamed over the target, and the folder is fsync'ed (else a power cut can keep the
-  rename but lose the data: an empty file under the real name);
+- the data goes to ``.<name>.tmp-<pid>`` beside the target and is fsync'ed (else a power cut
+  can keep the rename but lose the data: an empty file under the real name), then it is
+  renamed over the target and the folder is fsync'ed (so that the rename itself is durable);
 - on any error the temporary file is removed; a system error is re-raised as `WriteError`
   (an `OSError` with one line naming the target and the cause);
 - temporary files of the same target left by processes that no longer exist (killed
