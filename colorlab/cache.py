@@ -8,8 +8,9 @@ cache, fast enough for a DataLoader without worker processes.
 The file is named by a hash of the resolved paths, their byte sizes and modification
 times, and the image size, so editing, replacing or adding a photo gives a new cache
 (the old one is simply no longer used; delete ``CACHE_DIR/images`` to reclaim the space).
-It is written to a temporary file and renamed when complete: an interrupted build never
-leaves half a cache behind. The pixels are exactly `ImageDataset`'s; but where
+It is written to a temporary file and renamed when complete: an interrupted build (Ctrl-C,
+SIGTERM, disk full) never leaves half a cache or its temporary file behind.
+The pixels are exactly `ImageDataset`'s; but where
 `ImageDataset` lets the next image stand in for a file that stopped loading, a cache
 must not store a stand-in for good, so building one fails on such a file, naming it.
 """
@@ -18,7 +19,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm  # plain text bars: notebooks without ipywidgets too
 
+from .atomic import atomic_write
 from .data import CACHE_DIR, load_resized
 
 # Part of every cache key: bump it when ImageDataset changes how it decodes or resizes.
@@ -89,26 +95,49 @@ class CachedImages(Dataset):
 
 
 def _build(path: Path, files: list[Path], size: int, progress: bool) -> None:
-    """Decode and resize `files` into `path` (N, 3, size, size) uint8, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    """Decode and resize `files` into `path` (N, 3, size, size) uint8, atomically (`colorlab.atomic`)."""
+    with _sigterm_as_interrupt(len(files)) as done, atomic_write(path, "image cache") as tmp:
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(files), 3, size, size))
         threads = min(_MAX_DECODE_THREADS, os.cpu_count() or 1)
         with ThreadPoolExecutor(threads) as pool:
             items = pool.map(load_resized, files, [size] * len(files))
             try:
-                for i, item in enumerate(tqdm(items, total=len(files), desc=f"caching images at {size} px",
-                                              unit="img", disable=not progress, leave=False)):
-                    images[i] = item
+                with tqdm(total=len(files), desc=f"caching images at {size} px", unit="img", disable=not progress,
+                          leave=False) as bar:  # closed (line cleared) on an interruption too
+                    for i, item in enumerate(items):
+                        images[i] = item
+                        done["n"] = i + 1
+                        bar.update()
             except BaseException:  # a bad file or Ctrl-C: do not decode the rest first
                 pool.shutdown(cancel_futures=True)
                 raise
         images.flush()
         del images
-        os.replace(tmp, path)
+
+
+@contextmanager
+def _sigterm_as_interrupt(total: int) -> Iterator[dict[str, int]]:
+    """SIGTERM raises KeyboardInterrupt while the cache is built, as Ctrl-C does.
+
+    SIGTERM's default action ends the process on the spot: no cleanup runs, the partial
+    ``.npy.tmp`` file stays and nothing is said. As an exception, the temporary file is
+    removed and the command reports the interruption in one line. Yields a counter of the
+    images cached so far, for that line.
+    """
+    done = {"n": 0}
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield done
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"interrupted while caching images ({done['n']} of {total} done); "
+                                "the partial cache was removed")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield done
     finally:
-        tmp.unlink(missing_ok=True)
+        signal.signal(signal.SIGTERM, previous)
 
 
 __all__ = ["CACHE_FORMAT", "CachedImages", "cache_key"]

@@ -1,9 +1,11 @@
 """Checkpoints that are safe to write, safe to load, and know what they hold.
 
-- Written atomically (temp file + rename): a run killed while saving leaves the previous
-  checkpoint intact, never half a file.
+- Written atomically (`colorlab.atomic`: temp file, fsync, rename): a run killed or out of
+  disk space while saving leaves the previous checkpoint intact and no temporary file.
 - Loaded with `torch.load(weights_only=True)`: only tensors and plain containers, no
-  pickled code runs. RNG states are therefore stored as tensors and lists.
+  pickled code runs. RNG states are therefore stored as tensors and lists. A file that
+  needs more is refused, and our message never suggests loading it another way.
+- Weights that are NaN or infinite are refused when loaded: they would colorize everything black.
 - Every checkpoint records the generator's architecture spec (see
   `colorlab.models.generator_spec`); loading it into another architecture or image size
   fails with a message naming what differs, instead of a wall of state-dict key errors.
@@ -11,14 +13,18 @@
 
 from __future__ import annotations
 
-import os
+import pickle
 import random
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from .atomic import atomic_write
 
 FORMAT = "colorlab-checkpoint-v1"
 
@@ -54,29 +60,48 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     if "spec" not in state:
         raise ValueError("a checkpoint must record the generator spec under 'spec'")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path, "checkpoint") as tmp, open(tmp, "wb") as file:
+        torch.save({"format": FORMAT, **state}, file)  # a file object: a full disk surfaces as OSError
     return path
 
 
 def load_checkpoint(path: str | Path, expected_spec: dict | None = None, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint safely; with `expected_spec`, refuse one built for another model."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; give the checkpoint file in it, e.g. {path / 'gan.pt'}")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4" for a foreign file: the error says it all
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # torch's text would advise weights_only=False, i.e. running the file's code
+        if not zipfile.is_zipfile(path):  # what torch.save writes; anything else is some other file
+            raise CheckpointError(f"{path}: not a loadable colorlab checkpoint (not saved by torch.save)") from None
+        raise CheckpointError(f"{path}: not a colorlab checkpoint: it holds pickled Python objects, not just "
+                              "weights, and colorlab never runs code from a checkpoint") from None
     except Exception as err:
-        raise CheckpointError(f"{path}: not a loadable colorlab checkpoint ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0] if str(err) else ''})") from None
+        raise CheckpointError(f"{path}: not a loadable colorlab checkpoint (truncated, corrupt or not a torch "
+                              f"file: {type(err).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a colorlab checkpoint (no '{FORMAT}' marker); "
                               "was it saved by another program?")
+    _check_finite(state, path)
     if expected_spec is not None:
         check_spec(state["spec"], expected_spec, path)
     return state
+
+
+def _check_finite(state: dict, path: Path) -> None:
+    """Refuse NaN/inf network weights: a generator holding them colorizes every photo black."""
+    for net in ("generator", "discriminator"):
+        weights = state.get(net)
+        bad = [name for name, tensor in (weights.items() if isinstance(weights, dict) else ())
+               if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not tensor.isfinite().all()]
+        if bad:
+            raise CheckpointError(f"{path}: the {net}'s weights hold NaN or infinite values ({len(bad)} tensors, "
+                                  f"e.g. {bad[0]}); the training that wrote it diverged, use an earlier checkpoint")
 
 
 def check_spec(found: dict, expected: dict, path: str | Path = "checkpoint") -> None:

@@ -1,7 +1,8 @@
 """The `colorlab` command: train a recipe, colorize photos, list published models, build and grade assignments.
 
 Exit codes: 0 done; 1 `colorize` failed on some inputs (one `error:` line each, the others are
-written); 2 a bad argument, data source or checkpoint (one `error:` line, no traceback);
+written) or stopped because an output could not be written (disk full); 2 a bad argument, data
+source or checkpoint (one `error:` line, no traceback);
 130 interrupted by Ctrl-C or SIGTERM (`train` saves a checkpoint first: rerun with --resume).
 """
 
@@ -12,6 +13,7 @@ import json
 import sys
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 
 from .models import IMAGENET
 from .recipes import RECIPES, RunConfig
@@ -88,6 +90,8 @@ def _train(args) -> int:
                        num_workers=args.num_workers, cache=args.cache)
     from .recipes import run
 
+    if args.resume and not any((Path(config.out) / f"{stage}.pt").is_file() for stage in ("pretrain", "gan")):
+        print(f"colorlab train: no checkpoint in {config.out}/ to resume from; starting a new run", file=sys.stderr)
     summary = run(config)
     print(json.dumps(summary["metrics"], indent=1))
     print(f"wrote {config.out}/ (gan.pt, metrics.json, losses.png, samples.png) in {summary['seconds']} s")
@@ -115,14 +119,21 @@ def _published_checkpoint(name: str | None) -> str:
 
 
 def _colorize(args) -> int:
-    from .colorize import colorize_files
+    from .colorize import ColorizeStopped, colorize_files
 
     checkpoint = args.checkpoint or _published_checkpoint(args.model)
-    written, failures = colorize_files(args.inputs, args.out, checkpoint, device=args.device)
+    stopped = None
+    try:
+        written, failures = colorize_files(args.inputs, args.out, checkpoint, device=args.device)
+    except ColorizeStopped as err:  # e.g. disk full: the outputs written so far are complete
+        written, failures, stopped = err.written, err.failures, err
     for _, message in failures:
         print(f"colorlab colorize: error: {message}", file=sys.stderr)
-    print(f"colorized {len(written)} of {len(written) + len(failures)} images into {args.out}")
-    return 1 if failures else 0
+    if stopped is not None:
+        print(f"colorlab colorize: error: {_one_line(stopped)}", file=sys.stderr)
+    print(f"colorized {len(written)} of {len(written) + len(failures) + (stopped is not None)} images "
+          f"into {args.out}" + ("; stopped early" if stopped is not None else ""))
+    return 1 if failures or stopped is not None else 0
 
 
 def _add_experiment(sub) -> None:
@@ -206,18 +217,19 @@ def _one_line(err: BaseException) -> str:
 
 @contextmanager
 def _skipped_images_one_per_line(prefix: str):
-    """Show each skipped image as `<prefix>: warning: <file>: <reason>`, without Python's source line.
+    """Show each skipped or downscaled image as `<prefix>: warning: <file>: <reason>`, without Python's source line.
 
     A bad photo in a folder is expected, not a bug in the code that noticed it. Other warnings
     keep their usual format; `warnings.catch_warnings` restores everything afterwards.
     """
+    from .colorize import DownscaledWarning
     from .io import SkippedImageWarning
 
     with warnings.catch_warnings():
         show_others = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, SkippedImageWarning):
+            if issubclass(category, (SkippedImageWarning, DownscaledWarning)):
                 print(f"{prefix}: warning: {message}", file=file or sys.stderr)
             else:
                 show_others(message, category, filename, lineno, file, line)

@@ -26,6 +26,7 @@ from .io import ImageLoadError, SkippedImageWarning, list_images, load_rgb, scan
 
 SOURCES = ("offline", "shared", "coco")
 OFFLINE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
+LOAD_SIDE_FACTOR = 4  # training decodes an image at most this many times its target size (see load_resized)
 CACHE_DIR = Path(os.environ.get("COLORLAB_CACHE", Path.home() / ".cache" / "colorlab"))
 
 
@@ -99,20 +100,17 @@ def split_files(files: list[Path], val_fraction: float = 0.2, seed: int = 123) -
     return [files[i] for i in order[n_val:]], [files[i] for i in order[:n_val]]
 
 
-def _subset(files: list[Path], n: int | None, seed: int) -> list[Path]:
-    if n is None or n >= len(files):
-        return files
-    keep = np.random.default_rng(seed).permutation(len(files))[:n]
-    return [files[i] for i in sorted(keep)]
-
-
 def load_split(
-    data: str | Path = "offline", n_images: int | None = None, val_fraction: float = 0.2, seed: int = 123
+    data: str | Path = "offline", n_images: int | None = None, val_fraction: float = 0.2, seed: int = 123,
+    max_side: int | None = None,
 ) -> tuple[list[Path], list[Path]]:
     """(train, val) image files for a source name or a folder, bad and grayscale images removed.
 
-    `n_images` caps the total (train + val), drawn reproducibly; "shared" keeps its own
-    val folder. The seed's COCO run is `load_split("coco", 10_000)`: 8000 train, 2000 val.
+    `n_images` caps the total of *usable* images (train + val), drawn reproducibly: a bad
+    file drawn is replaced by the next one of the draw. "shared" keeps its own val folder.
+    The seed's COCO run is `load_split("coco", 10_000)`: 8000 train, 2000 val. Pass the
+    `max_side` the loader will decode at (`LOAD_SIDE_FACTOR * size`), so that a huge JPEG it
+    can decode downscaled is not excluded as too large.
     Every file left out gets a `SkippedImageWarning` naming it, then one more gives the
     summary, e.g. "photos: kept 10 of 13: 2 corrupt, 1 grayscale" (silence both with
     ``warnings.filterwarnings("ignore", category=SkippedImageWarning)``).
@@ -126,38 +124,45 @@ def load_split(
                                        "(or $COLORLAB_SHARED_DATA); use data='offline' instead.")
         n_val = None if n_images is None else max(1, round(n_images * val_fraction))
         n_train = None if n_images is None else n_images - n_val
-        train = _usable(_subset(list_images(root / "photos" / "train"), n_train, seed), root / "photos" / "train")
-        val = _usable(_subset(list_images(root / "photos" / "val"), n_val, seed), root / "photos" / "val")
+        scan = dict(seed=seed, max_side=max_side)
+        train = _usable(list_images(root / "photos" / "train"), n_train, root / "photos" / "train", **scan)
+        val = _usable(list_images(root / "photos" / "val"), n_val, root / "photos" / "val", **scan)
         return train, val
     if data == "offline":
-        files, where = offline_images(n_images or 64, seed=seed), "offline"
+        files, where, n_images = offline_images(n_images or 64, seed=seed), "offline", None
     elif data == "coco":
-        files, where = _subset(coco_sample(), n_images or 10_000, seed), "coco"
+        files, where, n_images = coco_sample(), "coco", n_images or 10_000
     else:
         folder = Path(data)
         if not folder.is_dir():
             raise FileNotFoundError(f"data must be one of {', '.join(SOURCES)} or an existing folder, got {data!r}")
-        files, where = _subset(list_images(folder), n_images, seed), folder
-    usable = _usable(files, where, minimum=2)
+        files, where = list_images(folder), folder
+    usable = _usable(files, n_images, where, seed=seed, max_side=max_side, minimum=2)
     return split_files(usable, val_fraction, seed)
 
 
-def _usable(files: list[Path], where: str | Path, minimum: int = 1) -> list[Path]:
-    """The files `scan_images` keeps; warns a one-line summary when any was left out."""
-    report = scan_images(files)
+def _usable(files: list[Path], n: int | None, where: str | Path, seed: int, max_side: int | None,
+            minimum: int = 1) -> list[Path]:
+    """Up to `n` files that `scan_images` keeps, drawn in a seeded random order, returned in `files`' order.
+
+    Warns a one-line summary when any file looked at was left out.
+    """
+    order = range(len(files)) if n is None or n >= len(files) else np.random.default_rng(seed).permutation(len(files))
+    report = scan_images([files[i] for i in order], max_side=max_side, limit=n)
     if report.excluded:
         warnings.warn(f"{where}: {report}", SkippedImageWarning, stacklevel=3)
     if len(report.kept) < minimum:
         raise DataUnavailableError(f"{where}: fewer than {minimum} usable images ({report})")
-    return report.kept
+    rank = {path: i for i, path in enumerate(files)}
+    return sorted(report.kept, key=rank.__getitem__)
 
 
 def load_resized(path: str | Path, size: int) -> np.ndarray:
     """One image as training sees it: RGB, squashed to (3, size, size) uint8 as in the seed.
 
-    Decodes at most 4x the target size (JPEG draft mode), so huge photos stay cheap.
+    Decodes at most `LOAD_SIDE_FACTOR` times the target size (JPEG draft mode), so huge photos stay cheap.
     """
-    image = load_rgb(path, max_side=4 * size).resize((size, size), Image.BICUBIC)
+    image = load_rgb(path, max_side=LOAD_SIDE_FACTOR * size).resize((size, size), Image.BICUBIC)
     return np.ascontiguousarray(np.asarray(image).transpose(2, 0, 1))
 
 

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -67,6 +69,9 @@ def list_images(folder: str | Path) -> list[Path]:
 
     Hidden files and folders are skipped: they are ``.ipynb_checkpoints`` copies and the macOS
     ``._photo.jpg`` metadata files that unzipped archives are full of, never real photos.
+    Anything else named like an image is listed, even when it is not a regular file (a FIFO, a
+    device, a folder called ``x.jpg``, a broken symlink): `load_rgb` refuses it with one line,
+    so that the user hears about it instead of losing it silently.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -76,7 +81,6 @@ def list_images(folder: str | Path) -> list[Path]:
         for path in folder.rglob("*")
         if path.suffix.lower() in IMAGE_EXTENSIONS
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
-        and path.is_file()
     ]
     if not files:
         extensions = ", ".join(sorted(ext.lstrip(".") for ext in IMAGE_EXTENSIONS))
@@ -85,7 +89,7 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def load_rgb(
-    path: str | Path, max_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS
+    path: str | Path, max_side: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS, reduce: int = 1
 ) -> Image.Image:
     """Open any image file as an RGB image, upright (EXIF orientation applied), or raise ImageLoadError.
 
@@ -100,23 +104,29 @@ def load_rgb(
     500 MB at the default 40 MP. This check replaces PIL's decompression-bomb warning (at
     89 MP, looser than our default); PIL's hard error above 179 MP still refuses a file even
     when `max_side` would have shrunk it.
+
+    `reduce` (2, 4 or 8) asks a JPEG to decode that many times smaller per side (exactly,
+    unlike `max_side`, which never goes below the size asked for); other formats ignore it.
     """
     if max_side is not None and max_side < 1:
         raise ValueError(f"max_side must be a positive number of pixels, got {max_side}")
-    with _open_image(path, max_side, max_pixels) as image:
+    with _open_image(path, max_side, max_pixels, reduce) as image:
         rgb = _decode_rgb(image, path)
     if max_side is not None:
         rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     return rgb
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the file's header, without decoding pixels; ImageLoadError as `load_rgb`."""
+    with _open_image(path, None, max_pixels=math.inf) as image:
+        return image.size
+
+
 @contextmanager
-def _open_image(path: str | Path, max_side: int | None, max_pixels: int) -> Iterator[Image.Image]:
+def _open_image(path: str | Path, max_side: int | None, max_pixels: float, reduce: int = 1) -> Iterator[Image.Image]:
     """Read the header only, ask a JPEG to decode downscaled, and refuse what would not fit in memory."""
-    try:
-        file = open(path, "rb")  # closed by the `with` below
-    except OSError as err:
-        raise ImageLoadError(path, "cannot read", err.strerror or str(err)) from err
+    file = _open_regular(path)
     with file:
         if os.fstat(file.fileno()).st_size == 0:
             raise ImageLoadError(path, "empty file", "0 bytes")
@@ -132,6 +142,8 @@ def _open_image(path: str | Path, max_side: int | None, max_pixels: int) -> Iter
             raise ImageLoadError(path, "corrupt", str(err) or type(err).__name__) from err
         if max_side is not None:
             _draft(image, max_side / max(image.size))
+        if reduce > 1 and image.format in _DRAFTABLE:  # PIL picks the largest scale with w // asked >= it
+            image.draft(None, (max(1, image.width // reduce), max(1, image.height // reduce)))
         width, height = image.size
         if width * height > max_pixels:
             if image.format not in _DRAFTABLE:
@@ -142,6 +154,29 @@ def _open_image(path: str | Path, max_side: int | None, max_pixels: int) -> Iter
                 path, "too large", f"{width}x{height} pixels to decode, more than max_pixels={max_pixels:_}; {hint}"
             )
         yield image
+
+
+def _open_regular(path: str | Path) -> BinaryIO:
+    """Open a regular file for reading; refuse anything else at once.
+
+    A FIFO named photo.jpg would block `open()` until some process writes to it (for ever), a
+    device file can be endless: both are refused by type, checked on the opened descriptor.
+    O_NONBLOCK makes opening a FIFO return immediately; it changes nothing for regular files.
+    """
+    try:
+        if stat.S_ISDIR(os.stat(path).st_mode):
+            raise ImageLoadError(path, "not a regular file", "a folder")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise ImageLoadError(path, "cannot read", err.strerror or str(err)) from err
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device",
+                 stat.S_ISBLK: "a block device", stat.S_ISSOCK: "a socket"}
+        kind = next((name for test, name in kinds.items() if test(mode)), "not a plain file")
+        raise ImageLoadError(path, "not a regular file", kind)
+    return os.fdopen(fd, "rb")
 
 
 def _draft(image: Image.Image, scale: float) -> None:
@@ -161,12 +196,28 @@ def _decode_rgb(image: Image.Image, path: str | Path) -> Image.Image:
             return _to_rgb(image)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ImageLoadError(path, "too large", str(err)) from err
+    except _UndefinedPixels as err:
+        raise ImageLoadError(path, "unsupported pixels", str(err)) from err
     except Exception as err:  # truncated data, bad EXIF, unsupported mode...: PIL raises many types
         raise ImageLoadError(path, "corrupt", str(err) or type(err).__name__) from err
 
 
+class _UndefinedPixels(ValueError):
+    """Pixel values without an agreed brightness scale: guessing one gives a black or white picture."""
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB: alpha over white, 16-bit scaled (PIL's own convert clips at 255)."""
+    """Any PIL mode -> RGB: alpha over white, 16-bit scaled (PIL's own convert clips at 255).
+
+    Float pixels (mode "F", e.g. a float32 TIFF) are brightness in 0..1, the convention of
+    scientific and HDR tools, and are scaled by 255 (PIL's convert would treat them as 0..255:
+    all black). Floats outside 0..1 and 32-bit integers (whose white could be 255, 65535 or
+    2**31-1) have no defined meaning and are refused.
+    """
+    if image.mode == "F":
+        return _float_to_rgb(np.asarray(image))
+    if image.mode == "I" and getattr(image, "tag_v2", {}).get(258) in (32, (32,)):
+        raise _UndefinedPixels("32-bit integer pixels have no defined white level; save it as 8 or 16 bit")
     if image.mode in _TRANSPARENT_MODES or "transparency" in image.info:
         rgba = image if image.mode == "RGBA" else image.convert("RGBA")
         rgb = Image.new("RGB", image.size, (255, 255, 255))
@@ -176,6 +227,16 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         high_byte = np.asarray(image).clip(0, 65535) >> 8  # as PIL itself reads a 16-bit RGB PNG
         return Image.fromarray(high_byte.astype(np.uint8)).convert("RGB")
     return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _float_to_rgb(values: np.ndarray) -> Image.Image:
+    """Grey float pixels in 0..1 -> RGB; anything else (NaN, inf, outside 0..1) is refused."""
+    if not np.isfinite(values).all():
+        raise _UndefinedPixels("float pixels include NaN or infinity")
+    low, high = float(values.min()), float(values.max())
+    if low < 0 or high > 1:
+        raise _UndefinedPixels(f"float pixels range from {low:g} to {high:g}; only 0..1 has a defined meaning")
+    return Image.fromarray(np.round(values * 255).astype(np.uint8)).convert("RGB")
 
 
 def mean_chroma(img: Image.Image) -> float:
@@ -241,8 +302,12 @@ def scan_images(
     drop_grayscale: bool = True,
     max_side: int | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    limit: int | None = None,
 ) -> ScanReport:
     """Open every file once and keep those that `load_rgb(file, max_side, max_pixels)` will load.
+
+    With `limit`, stop as soon as that many files are kept (in the order given): a cap on
+    *usable* images, which costs no more than the files it needs to look at.
 
     Each bad file is left out with a `SkippedImageWarning` naming it and the reason; with
     `drop_grayscale`, so are grayscale pictures (nothing for a colorizer to learn). Pass the
@@ -253,6 +318,8 @@ def scan_images(
     report = ScanReport()
     progress = tqdm(files, desc="checking images", unit="img", disable=len(files) <= _PROGRESS_MIN_FILES)
     for path in progress:
+        if limit is not None and len(report.kept) >= limit:
+            break
         try:
             with _open_image(path, max_side, max_pixels) as image:
                 _draft(image, _CHROMA_SIDE / min(image.size))  # a no-op if max_side already drafted it

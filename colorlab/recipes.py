@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 
 from .cache import CachedImages
-from .data import ImageDataset, load_split, make_loader, to_model_batch
+from .data import LOAD_SIDE_FACTOR, ImageDataset, load_split, make_loader, to_model_batch
 from .evaluate import evaluate, sample_grid
 from .models import AUTO, IMAGENET, build_discriminator, build_generator, check_size
 from .runtime import pick_device
-from .train import PRETRAIN, History, TrainConfig, fit, train_gan
+from .train import PRETRAIN, History, TrainConfig, fit, resumable_state, train_gan
 
 RECIPES = ("baseline", "resnet18")
 STAGES = ("pretrain", "gan")
@@ -130,7 +130,8 @@ def run(config: RunConfig) -> dict:
     """Train `config.recipe`, evaluate on the validation split, write the run's files; returns the summary."""
     began = time.perf_counter()
     device = pick_device(config.device)
-    train_files, val_files = load_split(config.data, config.n_images, seed=config.seed)
+    train_files, val_files = load_split(config.data, config.n_images, seed=config.seed,
+                                        max_side=LOAD_SIDE_FACTOR * config.size)
     out = Path(config.out)  # created only once the data is known to be usable
     out.mkdir(parents=True, exist_ok=True)
     loader = train_loader(train_files, config.size, config.batch_size, config.seed, cache=config.cache,
@@ -139,12 +140,18 @@ def run(config: RunConfig) -> dict:
     histories: dict[str, History] = {}
     torch.manual_seed(config.seed)
     generator = build_generator(config.recipe, config.size, weights=config.weights)
+    stages = {}
     if config.recipe == "resnet18":
-        histories["pretrain"] = fit(generator, loader, stage_config("pretrain", config.pretrain_epochs, config.seed),
-                                    checkpoint_path=out / "pretrain.pt", **common)
-    gan_config = stage_config("gan", config.epochs, config.seed, gan_mode=config.gan_mode,
-                              lambda_l1=config.lambda_l1)
-    histories["gan"] = train_gan(generator, build_discriminator(), loader, gan_config,
+        stages["pretrain"] = stage_config("pretrain", config.pretrain_epochs, config.seed)
+    stages["gan"] = stage_config("gan", config.epochs, config.seed, gan_mode=config.gan_mode,
+                                 lambda_l1=config.lambda_l1)
+    if config.resume:  # every stage's checkpoint must fit before the first one trains
+        for stage, stage_settings in stages.items():
+            resumable_state(out / f"{stage}.pt", generator.spec, stage, stage_settings)
+    if config.recipe == "resnet18":
+        histories["pretrain"] = fit(generator, loader, stages["pretrain"], checkpoint_path=out / "pretrain.pt",
+                                    **common)
+    histories["gan"] = train_gan(generator, build_discriminator(), loader, stages["gan"],
                                  checkpoint_path=out / "gan.pt", **common)
 
     batches = val_batches(val_files, config.size, device)

@@ -3,7 +3,8 @@
 One loop serves both stages. Its guarantees, beyond the seed's recipe:
 - resumable: a checkpoint (atomic) after every epoch and when interrupted (Ctrl-C or
   SIGTERM, at the next step boundary); `resume=True` continues bit-identically on the CPU,
-  because data order and flips depend only on (seed, epoch, step) and all RNGs are saved;
+  because data order and flips depend only on (seed, epoch, step) and all RNGs are saved
+  (and restored after the resumed epoch's DataLoader iterator has drawn its seed);
 - fast: Lab conversion and flips on the device; on CUDA, mixed precision chosen per GPU
   (`colorlab.runtime.precision_policy`: bf16, or fp16 + GradScaler), channels_last and fused
   Adam; losses summed on the device and read back only every `log_every` steps,
@@ -156,20 +157,16 @@ def fit(
         opt_d = _adam(discriminator.parameters(), config.lr_d, config.betas, device)
         gan_loss = GANLoss(config.gan_mode).to(device)
 
-    history, start_epoch, start_step, partial = History(), 0, 0, {}
-    if resume and checkpoint_path and Path(checkpoint_path).is_file():
-        state = load_checkpoint(checkpoint_path, expected_spec=spec, map_location=device)
-        if state["stage"] != stage:
-            raise ValueError(f"{checkpoint_path} is a '{state['stage']}' checkpoint, this is the '{stage}' stage")
-        _check_same_config(state["config"], asdict(config), checkpoint_path)
+    history, start_epoch, start_step, partial, rng = History(), 0, 0, {}, None
+    if resume and (state := resumable_state(checkpoint_path, spec, stage, config, map_location=device)):
         generator.load_state_dict(state["generator"])
         opt_g.load_state_dict(state["opt_g"])
         if discriminator is not None:
             discriminator.load_state_dict(state["discriminator"])
             opt_d.load_state_dict(state["opt_d"])
         history = History(state["history"])
-        start_epoch, start_step, partial = state["epoch"], state["step"], state["partial"]
-        restore_rng(state["rng"])
+        start_epoch, start_step, partial, rng = state["epoch"], state["step"], state["partial"], state["rng"]
+        restore_rng(rng)
 
     def checkpoint(epoch: int, step: int, sums: dict[str, torch.Tensor]) -> None:
         if checkpoint_path is None:
@@ -198,7 +195,12 @@ def fit(
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch, start=first_step * loader.batch_size)
             began = time.perf_counter()
-            bar = tqdm(loader, desc=f"{stage} epoch {epoch + 1}/{config.epochs}", disable=not progress,
+            batches = iter(loader)  # draws a base seed from the global torch RNG, even with 0 workers
+            if first_step and epoch == start_epoch:
+                # The interrupted run had drawn that seed before the checkpoint's RNG state was
+                # taken: drawing it again would shift every Dropout mask after the resume.
+                restore_rng(rng)
+            bar = tqdm(batches, desc=f"{stage} epoch {epoch + 1}/{config.epochs}", disable=not progress,
                        initial=first_step, total=first_step + len(loader), leave=False)
             step = first_step
             for step, rgb in enumerate(bar, start=first_step + 1):
@@ -254,6 +256,22 @@ def train_step(generator, discriminator, opt_g, opt_d, gan_loss, L, ab, lambda_l
     return losses | g_losses
 
 
+def resumable_state(checkpoint_path: str | Path | None, spec: dict, stage: str, config: TrainConfig,
+                    map_location: str | torch.device = "cpu") -> dict | None:
+    """The checkpoint `fit(..., resume=True)` would continue from, None if there is no such file.
+
+    Raises (CheckpointError, ValueError) when it belongs to another generator, stage or settings:
+    call it for every stage before training, so that a mismatch is reported before hours of work.
+    """
+    if not checkpoint_path or not Path(checkpoint_path).is_file():
+        return None
+    state = load_checkpoint(checkpoint_path, expected_spec=spec, map_location=map_location)
+    if state["stage"] != stage:
+        raise ValueError(f"{checkpoint_path} is a '{state['stage']}' checkpoint, this is the '{stage}' stage")
+    _check_same_config(state["config"], asdict(config), checkpoint_path)
+    return state
+
+
 def _backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None):
     if scaler is None:
         loss.backward()
@@ -300,4 +318,4 @@ def train_gan(generator: nn.Module, discriminator: nn.Module, loader: DataLoader
 
 
 __all__ = ["History", "NonFiniteLossError", "TrainConfig", "fit",
-           "pretrain_generator", "set_requires_grad", "train_gan"]
+           "pretrain_generator", "resumable_state", "set_requires_grad", "train_gan"]

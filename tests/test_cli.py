@@ -246,7 +246,8 @@ def test_sigterm_saves_a_valid_checkpoint_and_resume_finishes_the_run(tmp_path):
     checkpoint = out / "gan.pt"
     stderr_file = tmp_path / "stderr.txt"
     with stderr_file.open("w") as stderr:  # a file, not a pipe: progress bars cannot fill it and block
-        process = subprocess.Popen(COMMAND + train_argv(out, epochs="1000", n_images="4", num_workers="1"),
+        process = subprocess.Popen(COMMAND + train_argv(out, epochs="1000", n_images="10", batch_size="2",
+                                                        num_workers="1"),  # 8 train images: 4 steps per epoch
                                    cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=stderr)
         try:
             deadline = time.monotonic() + 120
@@ -264,13 +265,17 @@ def test_sigterm_saves_a_valid_checkpoint_and_resume_finishes_the_run(tmp_path):
     state = load_checkpoint(checkpoint)
     assert state["step"] >= 1 and 1 <= state["epoch"] < 1000  # saved at the interruption, mid-epoch
 
-    epochs = state["epoch"] + 1  # finish the interrupted epoch, then stop
-    resumed = subprocess.run(COMMAND + train_argv(out, epochs=str(epochs), n_images="4") + ["--resume"],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    epochs = state["epoch"] + 2  # finish the interrupted epoch, then train one more: at least 4 steps after resuming
+    resumed = subprocess.run(COMMAND + train_argv(out, epochs=str(epochs), n_images="10", batch_size="2")
+                             + ["--resume"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert json.loads((out / "metrics.json").read_text())["n_train"] > 0
+    assert json.loads((out / "metrics.json").read_text())["n_train"] == 8
     assert len(json.loads((out / "history.json").read_text())["gan"]["loss_G"]) == epochs
-    assert load_checkpoint(checkpoint)["epoch"] == epochs
+    final = load_checkpoint(checkpoint)
+    assert (final["epoch"], final["step"]) == (epochs, 0)
+    changed = [name for name, weights in final["generator"].items()
+               if weights.is_floating_point() and not torch.equal(weights, state["generator"][name])]
+    assert len(changed) > len(final["generator"]) // 2  # the resumed run trained, it did not just stop
 
 
 def test_unusable_data_leaves_no_run_folder(tmp_path):

@@ -1,9 +1,15 @@
-import pytest
-import torch
+import time
 
-from colorlab.color import rgb_to_L_ab
+import numpy as np
+import pytest
+import skimage.color
+import torch
+from PIL import Image
+
+from colorlab.io import SkippedImageWarning
 from colorlab.data import (DataUnavailableError, EpochSampler, ImageDataset, coco_sample, load_split, make_loader,
                            offline_images, random_hflip, split_files, to_model_batch)
+from tests.conftest import smooth_color_image
 
 
 def test_split_is_deterministic_and_independent_of_listing_order(photo_folder):
@@ -32,10 +38,18 @@ def test_load_split_from_folder(photo_folder):
     assert len(train) + len(val) == 10 and len(val) == 2
 
 
-def test_offline_source_needs_no_download():
+def test_offline_source_needs_no_download_and_is_written_once(tmp_path, monkeypatch):
+    monkeypatch.setattr("colorlab.data.CACHE_DIR", tmp_path)
     files = offline_images(6, seed=3, side=64)
-    assert len(files) == 6 and all(f.is_file() for f in files)
-    assert offline_images(6, seed=3, side=64) == files  # cached, identical
+    pixels = [np.asarray(Image.open(f)) for f in files]
+    assert all(p.shape == (64, 64, 3) and p.std() > 5 for p in pixels)  # real photo crops, not blank tiles
+    assert len({p.tobytes() for p in pixels}) == 6  # six different crops
+    written = {f: f.stat().st_mtime_ns for f in files}
+    time.sleep(0.01)
+    assert offline_images(6, seed=3, side=64) == files
+    assert {f: f.stat().st_mtime_ns for f in files} == written  # reused from the cache, not rewritten
+    other = offline_images(6, seed=4, side=64)
+    assert not np.array_equal(np.asarray(Image.open(other[0])), pixels[0])  # the seed chooses the crops
     train, val = load_split("offline", n_images=6, seed=3)
     assert len(train) + len(val) == 6
 
@@ -71,8 +85,10 @@ def test_epoch_sampler_depends_only_on_seed_and_epoch():
 def test_to_model_batch_matches_per_image_conversion_and_flips():
     rgb = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8)
     L, ab = to_model_batch(rgb)
-    L_ref, ab_ref = rgb_to_L_ab(rgb.float() / 255)
-    assert torch.equal(L, L_ref) and torch.equal(ab, ab_ref)
+    for i, image in enumerate(rgb):  # scikit-image, one image at a time, float64: an independent reference
+        lab = torch.from_numpy(skimage.color.rgb2lab(image.permute(1, 2, 0).numpy() / 255.0)).permute(2, 0, 1)
+        assert torch.allclose(L[i].double(), lab[:1] / 50 - 1, atol=1e-4)
+        assert torch.allclose(ab[i].double(), lab[1:] / 110, atol=1e-4)
     flipped = random_hflip(rgb, torch.Generator().manual_seed(0))
     for original, out in zip(rgb, flipped):
         assert torch.equal(out, original) or torch.equal(out, original.flip(-1))
@@ -89,7 +105,22 @@ def test_loader_batches(photo_folder):
     assert [len(b) for b in batches] == [5, 5, 2]
 
 
-def test_shared_split_excludes_grayscale(shared_data):
-    train, val = load_split("shared", n_images=40, seed=0)
-    assert len(val) >= 1 and len(train) >= 20
-    assert all("photos/train" in str(f) for f in train) and all("photos/val" in str(f) for f in val)
+def test_shared_split_keeps_its_folders_and_excludes_grayscale(tmp_path, monkeypatch):
+    """A shared-data layout generated here (photos/train, photos/val), so the test runs without ../shared."""
+    rng = np.random.default_rng(0)
+    grey = set()
+    for split, n in (("train", 8), ("val", 3)):
+        folder = tmp_path / "photos" / split
+        folder.mkdir(parents=True)
+        for i in range(n):
+            photo = smooth_color_image(rng)
+            if i % 3 == 0:  # every third photo is black and white
+                photo = photo.convert("L").convert("RGB")
+                grey.add(folder / f"{i}.png")
+            photo.save(folder / f"{i}.png")
+    monkeypatch.setenv("COLORLAB_SHARED_DATA", str(tmp_path))
+    with pytest.warns(SkippedImageWarning, match="grayscale"):
+        train, val = load_split("shared", seed=0)
+    assert not grey & set(train + val)
+    assert len(train) == 8 - 3 and len(val) == 3 - 1
+    assert all(f.parent.name == "train" for f in train) and all(f.parent.name == "val" for f in val)

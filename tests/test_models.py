@@ -20,11 +20,16 @@ def test_unet_at_256_goes_down_to_1x1_and_back():
     assert count_parameters(net) == 54_409_858  # the pix2pix U-Net (unet_256), 1 -> 2 channels
 
 
-@pytest.mark.parametrize("size", [32, 64, 128])
-def test_unet_output_size_equals_input(size):
+@pytest.mark.parametrize("size, n_down", [(32, 5), (64, 6), (128, 7), (256, 8), (512, 8)])
+def test_unet_output_size_equals_input_and_depth_follows_the_size(size, n_down):
+    assert unet_depth(size) == n_down  # log2(size) downsamplings, at most 8 (pix2pix's unet_256)
+    if size > 128:
+        return  # building these is slow; the depth is what matters for them
     net = build_generator("baseline", size)
     assert net(torch.randn(2, 1, size, size)).shape == (2, 2, size, size)
-    assert net.spec == {"arch": "baseline", "size": size, "n_down": unet_depth(size)}
+    assert net.spec == {"arch": "baseline", "size": size, "n_down": n_down}
+    strided = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
+    assert len(strided) == n_down  # the network built really has that many downsamplings
 
 
 def test_unet_has_dropout_only_in_inner_blocks_and_rejects_bad_sides():

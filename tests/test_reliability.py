@@ -225,7 +225,7 @@ random_bytes = st.fixed_dictionaries({
 
 
 def write_fuzz_file(folder: Path, index: int, entry: dict) -> tuple[Path, tuple[int, int] | None] | None:
-    """Write one fuzz entry: (path, size it must load at, or None when unknown); None if PIL cannot encode it."""
+    """Write one fuzz entry: (path, size it must load at, or None for random bytes); None if PIL cannot encode it."""
     if "magic" in entry:
         path = folder / f"bytes_{index}{entry['suffix']}"
         path.write_bytes(entry["magic"] + entry["body"])
@@ -241,7 +241,7 @@ def write_fuzz_file(folder: Path, index: int, entry: dict) -> tuple[Path, tuple[
     data = encoded.getvalue()
     path = folder / f"image_{index}{FORMATS[entry['fmt']]}"
     path.write_bytes(data if entry["keep"] is None else data[: int(len(data) * entry["keep"])])
-    return path, size if entry["keep"] is None else None
+    return path, size  # a truncated file that still loads keeps its header's size
 
 
 @FUZZ
@@ -291,4 +291,10 @@ def test_fuzz_colorize_writes_every_loadable_file_at_its_size_and_reports_the_re
         for (path, size), output in zip([w for w in written if w[0] in loadable], outputs):
             with Image.open(output) as result:
                 assert result.format == "PNG" and result.mode == "RGB"
-                assert result.size == load_rgb(path).size == (size or result.size)
+                assert result.size == load_rgb(path).size == (size or _header_size(path))
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """The size PIL reads from a file's header, upright (random bytes carry no EXIF orientation)."""
+    with Image.open(path) as image:
+        return image.size

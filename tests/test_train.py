@@ -7,7 +7,7 @@ from torch.utils.data import Dataset
 
 from colorlab.checkpoint import CheckpointError, load_checkpoint, load_generator, save_checkpoint
 from colorlab.data import make_loader, to_model_batch
-from colorlab.models import build_discriminator, build_generator
+from colorlab.models import Unet, build_discriminator, build_generator, init_weights
 from colorlab.train import NonFiniteLossError, TrainConfig, fit, pretrain_generator, train_gan
 from tests.conftest import smooth_color_image
 
@@ -106,11 +106,22 @@ def test_checkpoints_refuse_pickled_code(tmp_path):
         load_checkpoint(tmp_path / "evil.pt")
 
 
+def narrow_unet_with_dropout() -> torch.nn.Module:
+    """The pix2pix U-Net with 6 downsamplings (so one level with Dropout(0.5)) but 8 base filters: cheap.
+
+    Dropout is what makes a resume sensitive to the global torch RNG: the 32 px baseline has none.
+    """
+    G = init_weights(Unet(n_down=6, num_filters=8))
+    G.spec = {"arch": "baseline", "size": 64, "n_down": 6, "num_filters": 8}
+    assert any(isinstance(m, torch.nn.Dropout) for m in G.modules())
+    return G
+
+
 def _run(tmp_path, interrupt_at=None, resume=False):
     torch.manual_seed(0)
-    G = build_generator("baseline", 32)
+    G = narrow_unet_with_dropout()
     D = build_discriminator()
-    data = loader(n=12, batch_size=4, seed=7)
+    data = make_loader(Photos(12, size=64), batch_size=4, train=True, seed=7, num_workers=0)
     if interrupt_at is not None:  # deliver a real SIGINT from inside the loop, as Ctrl-C would
         step_counter = {"n": 0}
         original = G.forward
@@ -122,7 +133,7 @@ def _run(tmp_path, interrupt_at=None, resume=False):
             return original(x)
 
         G.forward = forward
-    return G, D, lambda: train_gan(G, D, data, TrainConfig(epochs=3, seed=7), device="cpu", progress=False,
+    return G, D, lambda: train_gan(G, D, data, TrainConfig(epochs=2, seed=7), device="cpu", progress=False,
                                    checkpoint_path=tmp_path / "gan.pt", resume=resume)
 
 
@@ -130,11 +141,11 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
     G_ref, D_ref, go = _run(tmp_path / "ref")
     reference = go()
 
-    G, D, go = _run(tmp_path / "cut", interrupt_at=5)  # 3 steps per epoch: step 2 of epoch 2
+    G, D, go = _run(tmp_path / "cut", interrupt_at=2)  # 3 steps per epoch: step 2 of epoch 1
     with pytest.raises(KeyboardInterrupt, match="resume"):
         go()
     state = load_checkpoint(tmp_path / "cut" / "gan.pt")
-    assert (state["epoch"], state["step"]) == (1, 2)  # saved mid-epoch, at the step boundary
+    assert (state["epoch"], state["step"]) == (0, 2)  # saved mid-epoch, at the step boundary
     G2, D2, go = _run(tmp_path / "cut", resume=True)
     resumed = go()
     for key in reference.epochs:
