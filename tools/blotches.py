@@ -8,6 +8,9 @@ GAN model are evaluated alongside, on the same validation photos:
 
     PYTHONPATH=$PWD nohup nice -n 5 python tools/blotches.py > runs/blotches.log 2>&1 &
 
+`--config configs/X.yaml` reads the same settings from a file (the command line overrides it):
+configs/resnet18-gan-64-tanh.yaml retrains the published GAN model with the fix.
+
 Writes results/blotches/metrics.json (metrics, per-epoch losses, chroma histograms, seconds,
 the command) and grid.png; checkpoints go to runs/blotches/ (git-ignored), so running the same
 command again resumes an interrupted run and only re-evaluates finished ones. metrics.json is
@@ -24,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
 from colorlab.checkpoint import load_generator
 from colorlab.color import L_ab_to_rgb
@@ -57,6 +61,7 @@ def finetune(name: str, start: Path, loader, epochs: int, runs: Path):
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="a YAML file of the settings below (epochs, candidates, ...)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--models", type=Path, default=Path("../shared/models"),
                         help="folder holding resnet18-l1-64.pt and resnet18-gan-64.pt")
@@ -65,6 +70,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=Path, default=Path("runs/blotches"))
     parser.add_argument("--grid-rows", type=int, default=6)
     args = parser.parse_args(argv)
+    if args.config:
+        settings = yaml.safe_load(args.config.read_text()) or {}
+        unknown = set(settings) - set(vars(args))
+        if unknown:
+            parser.error(f"{args.config}: unknown settings {', '.join(sorted(unknown))}")
+        parser.set_defaults(**{key: Path(v) if key in ("models", "out", "runs") else v for key, v in settings.items()})
+        args = parser.parse_args(argv)
+    unknown = set(args.candidates) - set(CANDIDATES)
+    if unknown:  # argparse checks `choices` on the command line only, not in a config file
+        parser.error(f"unknown candidates {', '.join(sorted(unknown))}; choose from {', '.join(CANDIDATES)}")
 
     train_files, val_files = load_split("shared", None, seed=SEED)
     loader = train_loader(train_files, SIZE, BATCH, SEED, progress=False)
