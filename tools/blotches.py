@@ -9,7 +9,7 @@ GAN model are evaluated alongside, on the same validation photos:
     PYTHONPATH=$PWD nohup nice -n 5 python tools/blotches.py > runs/blotches.log 2>&1 &
 
 `--config configs/X.yaml` reads the same settings from a file (the command line overrides it):
-configs/resnet18-gan-64-tanh.yaml retrains the published GAN model with the fix.
+configs/blotches/resnet18-gan-64-tanh.yaml retrains the published GAN model with the fix.
 
 Writes results/blotches/metrics.json (metrics, per-epoch losses, chroma histograms, seconds,
 the command) and grid.png; checkpoints go to runs/blotches/ (git-ignored), so running the same
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("results/blotches"))
     parser.add_argument("--runs", type=Path, default=Path("runs/blotches"))
     parser.add_argument("--grid-rows", type=int, default=6)
+    parser.add_argument("--note", default="", help="recorded in metrics.json: how the runs were made, if not by this command")
     args = parser.parse_args(argv)
     if args.config:
         settings = yaml.safe_load(args.config.read_text()) or {}
@@ -89,7 +91,8 @@ def main(argv: list[str] | None = None) -> None:
     summary = {
         "command": "PYTHONPATH=$PWD python tools/blotches.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "device": f"cpu ({torch.get_num_threads()} threads), torch {torch.__version__}",
+        "device": f"cpu ({os.cpu_count()} cores), torch {torch.__version__}",
+        "note": args.note,
         "date": time.strftime("%Y-%m-%d"),
         "setup": {"start": "resnet18-l1-64", "size": SIZE, "batch_size": BATCH, "seed": SEED, "epochs": args.epochs,
                   "n_train": len(train_files), "n_val": len(val_files),
