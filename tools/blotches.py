@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("results/blotches"))
     parser.add_argument("--runs", type=Path, default=Path("runs/blotches"))
     parser.add_argument("--grid-rows", type=int, default=6)
-    parser.add_argument("--note", default="", help="recorded in metrics.json: how the runs were made, if not by this command")
+    parser.add_argument("--note", default="", help="recorded in metrics.json: how the runs were made, if otherwise")
     args = parser.parse_args(argv)
     if args.config:
         settings = yaml.safe_load(args.config.read_text()) or {}
@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> None:
               "published GAN (10 epochs)": load_generator(args.models / "resnet18-gan-64.pt")[0]}
     summary = {
         "command": "PYTHONPATH=$PWD python tools/blotches.py " + " ".join(sys.argv[1:] if argv is None else argv),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                 text=True).stdout.strip(),
         "device": f"cpu ({os.cpu_count()} cores), torch {torch.__version__}",
         "note": args.note,
         "date": time.strftime("%Y-%m-%d"),
