@@ -107,5 +107,6 @@ def count_parameters(net: nn.Module) -> int:
 __all__ = [
     "ARCHITECTURES", "AUTO", "IMAGENET", "LINEAR", "OUTPUTS", "PatchDiscriminator", "RESNET18_OUTPUT", "TANH",
     "Unet", "UnetBlock", "WeightsUnavailableError", "build_discriminator", "build_generator", "check_size",
-    "count_parameters", "generator_from_spec", "generator_spec", "init_weights", "receptive_field", "resnet18_unet", "shape_trace", "unet_depth",
+    "count_parameters", "generator_from_spec", "generator_spec", "init_weights", "receptive_field", "resnet18_unet",
+    "shape_trace", "unet_depth",
 ]
