@@ -126,6 +126,28 @@ def ab_histogram(ab: torch.Tensor, bins: int = 60, limit: float = 3.0) -> dict[s
     return hist
 
 
+def ab_histogram_figure(histograms: dict[str, dict[str, list[float]]]):
+    """Two panels (a, b) of `ab_histogram`s, one line per entry, log scale; outside [-1, 1] shaded grey.
+
+    Log scale because what matters is the tail: a fraction of a percent of pixels beyond the
+    gamut is invisible on a linear axis, and shows as a shelf where the truth has none.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    for ax, channel in zip(axes, "ab"):
+        for label, histogram in histograms.items():
+            ax.stairs(histogram[channel], histogram["edges"], label=label, linewidth=1.5)
+            edges = histogram["edges"]
+        for band in ((edges[0], -1.0), (1.0, edges[-1])):
+            ax.axvspan(*band, color="grey", alpha=0.2)
+        ax.set(title=f"predicted {channel} (raw, / {AB_SCALE:g})", xlabel=f"{channel} / {AB_SCALE:g}", yscale="log")
+    axes[0].set_ylabel("fraction of pixels")
+    axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 def _check_ab(ab: torch.Tensor) -> None:
     if ab.dim() != 4 or ab.shape[1] != 2:
         raise ValueError(f"expected a normalised ab batch (B, 2, H, W), got shape {tuple(ab.shape)}")

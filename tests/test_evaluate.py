@@ -3,8 +3,8 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from colorlab.evaluate import (ab_histogram, colourfulness, comparison_grid, evaluate, grayscale_rgb, high_chroma,
-                               out_of_range, psnr, sample_grid, saturation)
+from colorlab.evaluate import (ab_histogram, ab_histogram_figure, colourfulness, comparison_grid, evaluate,
+                               grayscale_rgb, high_chroma, out_of_range, psnr, sample_grid, saturation)
 from colorlab.models import build_generator
 
 
@@ -129,3 +129,11 @@ def test_ab_histogram_keeps_overshoots_visible():
     assert hist["edges"] == [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
     assert hist["a"] == [0.0, 0.0, 0.0, 0.5, 0.0, 0.5]  # 2.5 and 10 (clipped to 3) in the last bin
     assert hist["b"] == [0.0, 0.0, 0.25, 0.75, 0.0, 0.0]
+
+
+def test_ab_histogram_figure_draws_one_line_per_entry_in_each_channel():
+    histograms = {"truth": ab_histogram(torch.zeros(1, 2, 4, 4)), "model": ab_histogram(torch.full((1, 2, 4, 4), 1.5))}
+    fig = ab_histogram_figure(histograms)
+    assert [ax.get_title() for ax in fig.axes] == ["predicted a (raw, / 110)", "predicted b (raw, / 110)"]
+    for ax in fig.axes:
+        assert [line.get_label() for line in ax.patches if line.get_label() in histograms] == ["truth", "model"]
