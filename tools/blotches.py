@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
     models = {"L1 start (resnet18-l1-64)": load_generator(args.models / "resnet18-l1-64.pt")[0],
               "published GAN (10 epochs)": load_generator(args.models / "resnet18-gan-64.pt")[0]}
     summary = {
-        "command": "PYTHONPATH=$PWD python tools/blotches.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "PYTHONPATH=$PWD python tools/blotches.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                                  text=True).stdout.strip(),
         "device": f"cpu ({os.cpu_count()} cores), torch {torch.__version__}",
