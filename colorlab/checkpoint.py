@@ -114,14 +114,14 @@ def check_spec(found: dict, expected: dict, path: str | Path = "checkpoint") -> 
 
 def load_generator(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild the generator a checkpoint was trained with and load its weights: (model, spec)."""
-    from .models import build_generator
+    from .models import generator_from_spec
 
     state = load_checkpoint(path, map_location=map_location)
     spec = state.get("spec")
     if not isinstance(spec, dict) or "generator" not in state:
         raise CheckpointError(f"{path}: a colorlab checkpoint without a generator spec and weights")
     try:
-        generator = build_generator(spec["arch"], spec["size"], weights=None)  # weights come from the checkpoint
+        generator = generator_from_spec(spec)  # weights come from the checkpoint
         generator.load_state_dict(state["generator"])
         generator.spec = spec
     except (KeyError, ValueError, RuntimeError) as err:

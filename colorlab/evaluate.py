@@ -4,7 +4,11 @@ Colorization has no single right answer (a red car could have been blue), so pix
 metrics (PSNR, SSIM) reward safe, greyish guesses. Colourfulness (Hasler & Suesstrunk,
 2003) and saturation show the other side: how vivid the result is compared with the
 truth (dCF = predicted minus true colourfulness). Read them together, and look at grids.
-All functions take RGB batches (B, 3, H, W) with values in [0, 1].
+All functions take RGB batches (B, 3, H, W) with values in [0, 1], except the two that
+diagnose over-saturation, which read the network's normalised ab (B, 2, H, W): the
+fraction of pixels whose raw ab left [-1, 1] (the clamp in `denormalize_lab` then shows
+the most saturated colour there), and the fraction above a chroma threshold, against the
+truth's fraction (a model that paints "red blotches" has many more than the photos).
 """
 
 from __future__ import annotations
@@ -75,30 +79,113 @@ def chroma(ab: torch.Tensor) -> torch.Tensor:
     comparing predicted with true chroma shows a desaturated model directly. ab is clamped
     to [-1, 1] first, as `denormalize_lab` does, so this is the chroma of the picture shown.
     """
-    if ab.dim() != 4 or ab.shape[1] != 2:
-        raise ValueError(f"expected a normalised ab batch (B, 2, H, W), got shape {tuple(ab.shape)}")
+    _check_ab(ab)
     a, b = (ab.float().clamp(-1.0, 1.0) * AB_SCALE).unbind(1)
     return torch.hypot(a, b)
+
+
+# Lab units: what issue 19 measured the blotches with. In the shared validation photos 0.87% of the pixels
+# exceed it (results/blotches/metrics.json, high_chroma_true), so a model far above that over-saturates.
+HIGH_CHROMA = 66.0
+
+
+def out_of_range_mask(ab: torch.Tensor) -> torch.Tensor:
+    """(B, H, W) booleans: True where the raw (unclamped) a or b is outside [-1, 1].
+
+    Only a generator without a bounded output can have such pixels; they are shown at the
+    gamut's edge, whatever the network meant. Plotted, the mask shows where a model overshoots.
+    """
+    _check_ab(ab)
+    return (ab.float().abs() > 1.0).any(1)
+
+
+def out_of_range(ab: torch.Tensor) -> torch.Tensor:
+    """Per image, the fraction of pixels of `out_of_range_mask`."""
+    return out_of_range_mask(ab).flatten(1).float().mean(1)
+
+
+def high_chroma(ab: torch.Tensor, threshold: float = HIGH_CHROMA) -> torch.Tensor:
+    """Per image, the fraction of pixels whose chroma (of the picture shown, see `chroma`) exceeds `threshold`."""
+    return (chroma(ab) > threshold).flatten(1).float().mean(1)
+
+
+def ab_histogram(ab: torch.Tensor, bins: int = 60, limit: float = 3.0) -> dict[str, list[float]]:
+    """Histograms of the raw normalised a and b values of a batch, as fractions of its pixels.
+
+    The range (-limit, limit) extends past the [-1, 1] that the clamp keeps, so what a linear
+    output layer predicts beyond the gamut stays visible (values past `limit` fall in the end
+    bins). Plain lists: small enough to commit in a results file and plot without the model.
+    """
+    _check_ab(ab)
+    edges = torch.linspace(-limit, limit, bins + 1)
+    values = ab.detach().float().cpu().clamp(-limit, limit)
+    hist = {"edges": [round(e, 4) for e in edges.tolist()]}
+    for name, channel in zip("ab", values.unbind(1)):
+        counts = torch.histc(channel, bins=bins, min=-limit, max=limit)
+        hist[name] = [round(c, 6) for c in (counts / channel.numel()).tolist()]
+    return hist
+
+
+def ab_histogram_figure(histograms: dict[str, dict[str, list[float]]]):
+    """Two panels (a, b) of `ab_histogram`s, one line per entry, log scale; outside [-1, 1] shaded grey.
+
+    Log scale because what matters is the tail: a fraction of a percent of pixels beyond the
+    gamut is invisible on a linear axis, and shows as a shelf where the truth has none.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+    for ax, channel in zip(axes, "ab"):
+        for label, histogram in histograms.items():
+            ax.stairs(histogram[channel], histogram["edges"], label=label, linewidth=1.5)
+            edges = histogram["edges"]
+        for band in ((edges[0], -1.0), (1.0, edges[-1])):
+            ax.axvspan(*band, color="grey", alpha=0.2)
+        ax.set(title=f"predicted {channel} (raw, / {AB_SCALE:g})", xlabel=f"{channel} / {AB_SCALE:g}", yscale="log")
+    axes[0].set_ylabel("fraction of pixels")
+    axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def _check_ab(ab: torch.Tensor) -> None:
+    if ab.dim() != 4 or ab.shape[1] != 2:
+        raise ValueError(f"expected a normalised ab batch (B, 2, H, W), got shape {tuple(ab.shape)}")
 
 
 @torch.no_grad()
 def predict_rgb(generator: nn.Module, L: torch.Tensor) -> torch.Tensor:
     """Colorize a batch of normalised L: the generator's ab, combined with L, as RGB."""
+    return L_ab_to_rgb(L, predict_ab(generator, L))
+
+
+@torch.no_grad()
+def predict_ab(generator: nn.Module, L: torch.Tensor) -> torch.Tensor:
+    """The generator's raw ab for a batch of normalised L, before any clamp (float32)."""
     generator.eval()
-    return L_ab_to_rgb(L, generator(L).float())
+    return generator(L).float()
 
 
 @torch.no_grad()
 def evaluate(generator: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, float]:
-    """Mean metrics of `generator` over (L, ab) batches: psnr, ssim, colourfulness (pred and true), dCF, saturation."""
+    """Mean metrics of `generator` over (L, ab) batches.
+
+    psnr, ssim, colourfulness (pred and true), dCF, saturation (pred and true), and the two
+    over-saturation diagnostics, as fractions of pixels: ab_out_of_range (raw ab outside
+    [-1, 1], measured before the clamp) and high_chroma / high_chroma_true (chroma above
+    HIGH_CHROMA in the prediction shown / in the truth).
+    """
     totals: dict[str, float] = {}
     count = 0
     for L, ab in batches:
-        pred, true = predict_rgb(generator, L), L_ab_to_rgb(L, ab)
+        raw = predict_ab(generator, L)
+        pred, true = L_ab_to_rgb(L, raw), L_ab_to_rgb(L, ab)
         scores = {
             "psnr": psnr(pred, true), "ssim": ssim(pred, true),
             "colourfulness": colourfulness(pred), "colourfulness_true": colourfulness(true),
             "saturation": saturation(pred), "saturation_true": saturation(true),
+            "ab_out_of_range": out_of_range(raw),
+            "high_chroma": high_chroma(raw), "high_chroma_true": high_chroma(ab),
         }
         scores["dCF"] = scores["colourfulness"] - scores["colourfulness_true"]
         for key, value in scores.items():

@@ -171,7 +171,8 @@ def test_resnet18_recipe_trains_offline_without_pretrained_weights(tmp_path):
     out = tmp_path / "resnet18"
     assert main(train_argv(out, recipe="resnet18", pretrain_epochs="1", n_images="6")) == 0
     assert load_checkpoint(out / "pretrain.pt")["stage"] == "pretrain"
-    assert load_checkpoint(out / "gan.pt")["spec"] == {"arch": "resnet18", "size": 32, "pretrained": False}
+    spec = {"arch": "resnet18", "size": 32, "output": "tanh", "pretrained": False}
+    assert load_checkpoint(out / "gan.pt")["spec"] == spec
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["config"]["weights"] is None and np.isfinite(summary["metrics"]["psnr"])
     assert (out / "samples.png").is_file() and (out / "losses.png").is_file()

@@ -3,8 +3,8 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from colorlab.evaluate import (colourfulness, comparison_grid, evaluate, grayscale_rgb, psnr, sample_grid,
-                               saturation)
+from colorlab.evaluate import (ab_histogram, ab_histogram_figure, colourfulness, comparison_grid, evaluate,
+                               grayscale_rgb, high_chroma, out_of_range, psnr, sample_grid, saturation)
 from colorlab.models import build_generator
 
 
@@ -80,3 +80,60 @@ def test_grids_have_one_column_per_entry():
     fig = comparison_grid({"a": grayscale_rgb(L), "b": grayscale_rgb(L)}, max_rows=2)
     assert len(fig.axes) == 4
     assert torch.allclose(grayscale_rgb(L)[:, 0], grayscale_rgb(L)[:, 1], atol=1e-3)  # grey: R == G
+
+
+class _Constant(torch.nn.Module):
+    """A 'generator' that predicts the given raw ab, whatever L is."""
+
+    def __init__(self, ab):
+        super().__init__()
+        self.ab = ab
+
+    def forward(self, L):
+        return self.ab
+
+
+def _ab_with(pixels: dict[tuple[int, int], tuple[float, float]], side: int = 4) -> torch.Tensor:
+    ab = torch.zeros(1, 2, side, side)
+    for (y, x), (a, b) in pixels.items():
+        ab[0, :, y, x] = torch.tensor([a, b])
+    return ab
+
+
+def test_out_of_range_counts_pixels_with_a_or_b_beyond_one():
+    ab = _ab_with({(0, 0): (1.5, 0.0), (0, 1): (0.0, -2.0), (0, 2): (3.0, 3.0), (0, 3): (1.0, -1.0)})
+    assert out_of_range(ab).item() == pytest.approx(3 / 16)  # both-out counts once; exactly 1 is in range
+
+
+def test_high_chroma_uses_lab_units_of_the_clamped_picture():
+    # chroma 77 (above 66), 64.1 (below), and a raw a of 2.0 shown as a = 110 (above)
+    ab = _ab_with({(0, 0): (0.7, 0.0), (0, 1): (0.5, 0.3), (1, 1): (2.0, 0.0)})
+    assert high_chroma(ab).item() == pytest.approx(2 / 16)
+    assert high_chroma(ab, threshold=60.0).item() == pytest.approx(3 / 16)
+
+
+def test_evaluate_measures_out_of_range_before_the_clamp():
+    """The clamp would hide every overshoot: evaluate must read the generator's raw ab."""
+    L = torch.zeros(1, 1, 16, 16)  # SSIM's window needs 11 x 11 pixels
+    raw = _ab_with({(0, 0): (1.8, 0.0), (2, 2): (0.0, -1.3)}, side=16)
+    truth = _ab_with({(1, 1): (0.0, 0.8)}, side=16)
+    scores = evaluate(_Constant(raw), [(L, truth)])
+    assert scores["ab_out_of_range"] == pytest.approx(2 / 256)
+    assert scores["high_chroma"] == pytest.approx(2 / 256)  # both shown at the gamut's edge
+    assert scores["high_chroma_true"] == pytest.approx(1 / 256)  # 88 Lab units
+
+
+def test_ab_histogram_keeps_overshoots_visible():
+    ab = _ab_with({(0, 0): (2.5, 0.0), (0, 1): (10.0, -0.5)}, side=2)
+    hist = ab_histogram(ab, bins=6, limit=3.0)  # bins of width 1 from -3 to 3
+    assert hist["edges"] == [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0]
+    assert hist["a"] == [0.0, 0.0, 0.0, 0.5, 0.0, 0.5]  # 2.5 and 10 (clipped to 3) in the last bin
+    assert hist["b"] == [0.0, 0.0, 0.25, 0.75, 0.0, 0.0]
+
+
+def test_ab_histogram_figure_draws_one_line_per_entry_in_each_channel():
+    histograms = {"truth": ab_histogram(torch.zeros(1, 2, 4, 4)), "model": ab_histogram(torch.full((1, 2, 4, 4), 1.5))}
+    fig = ab_histogram_figure(histograms)
+    assert [ax.get_title() for ax in fig.axes] == ["predicted a (raw, / 110)", "predicted b (raw, / 110)"]
+    for ax in fig.axes:
+        assert [line.get_label() for line in ax.patches if line.get_label() in histograms] == ["truth", "model"]

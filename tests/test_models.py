@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from colorlab.checkpoint import CheckpointError, load_checkpoint, load_generator, save_checkpoint
 from colorlab.models import (PatchDiscriminator, Unet, UnetBlock, build_discriminator, build_generator, count_parameters,
                              generator_spec, receptive_field, unet_depth)
 
@@ -59,7 +60,7 @@ def test_patchgan_sees_only_its_patch():
 def test_resnet18_unet_shapes_offline():
     net = build_generator("resnet18", 64, weights=None)
     assert net(torch.randn(2, 1, 64, 64)).shape == (2, 2, 64, 64)
-    assert net.spec == {"arch": "resnet18", "size": 64, "pretrained": False}
+    assert net.spec == {"arch": "resnet18", "size": 64, "output": "tanh", "pretrained": False}
     first_conv = net[0][0]
     assert first_conv.in_channels == 1
 
@@ -96,3 +97,61 @@ def test_bad_sizes_are_refused(size):
 def test_unknown_architecture():
     with pytest.raises(ValueError, match="baseline, resnet18"):
         build_generator("vgg")
+
+
+def _push_last_bias(net, value: float):
+    """Add `value` to the last convolution's bias: its raw outputs then lie far outside [-1, 1]."""
+    last = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    with torch.no_grad():
+        last.bias += value
+    return net.eval()
+
+
+def test_new_resnet18_generators_are_bounded_and_linear_ones_are_not():
+    x = torch.randn(2, 1, 32, 32)
+    bounded = _push_last_bias(build_generator("resnet18", 32), 10.0)
+    assert bounded(x).abs().max() <= 1.0
+    linear = _push_last_bias(build_generator("resnet18", 32, output="linear"), 10.0)
+    assert linear.spec == {"arch": "resnet18", "size": 32, "pretrained": False}  # the old spec, unchanged
+    assert linear(x).max() > 5.0
+
+
+def test_a_spec_without_output_loads_as_the_old_linear_network(tmp_path):
+    """The published checkpoints have no 'output' key: they must load as the linear net they were trained as."""
+    torch.manual_seed(0)
+    old = _push_last_bias(build_generator("resnet18", 32, output="linear"), 3.0)
+    save_checkpoint(tmp_path / "old.pt", {"spec": {"arch": "resnet18", "size": 32, "pretrained": False},
+                                          "generator": old.state_dict()})
+    loaded, spec = load_generator(tmp_path / "old.pt")
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        assert loaded(x).max() > 1.5 and torch.allclose(loaded(x), old(x), atol=1e-5)
+    assert "output" not in spec
+
+
+def test_a_tanh_checkpoint_loads_bounded_and_refuses_to_resume_into_a_linear_net(tmp_path):
+    new = _push_last_bias(build_generator("resnet18", 32, output="tanh"), 3.0)
+    save_checkpoint(tmp_path / "new.pt", {"spec": new.spec, "generator": new.state_dict()})
+    loaded, spec = load_generator(tmp_path / "new.pt")
+    assert spec["output"] == "tanh"
+    with torch.no_grad():
+        assert loaded(torch.randn(1, 1, 32, 32)).abs().max() <= 1.0
+    with pytest.raises(CheckpointError, match="output: checkpoint has 'tanh', expected None"):
+        load_checkpoint(tmp_path / "new.pt", expected_spec=build_generator("resnet18", 32, output="linear").spec)
+
+
+def test_linear_weights_fine_tune_from_the_same_start_with_tanh():
+    """tanh has no parameters and is ~identity near 0: an L1 model's weights start the bounded net where it was."""
+    linear = build_generator("resnet18", 32, output="linear").eval()
+    bounded = build_generator("resnet18", 32, output="tanh").eval()
+    bounded.load_state_dict(linear.state_dict())
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(bounded(x), torch.tanh(linear(x)), atol=1e-6)
+
+
+def test_bad_outputs_are_refused():
+    with pytest.raises(ValueError, match="linear, tanh"):
+        build_generator("resnet18", 32, output="sigmoid")
+    with pytest.raises(ValueError, match="resnet18' only"):
+        generator_spec("baseline", 32, output="tanh")

@@ -9,11 +9,20 @@ from pathlib import Path
 from torch import nn
 
 from .patchgan import PatchDiscriminator, receptive_field
-from .resnet_unet import AUTO, IMAGENET, WeightsUnavailableError, resnet18_unet
+from .resnet_unet import AUTO, IMAGENET, LINEAR, OUTPUTS, TANH, WeightsUnavailableError, resnet18_unet
 from .unet import Unet, UnetBlock, shape_trace
 
 ARCHITECTURES = ("baseline", "resnet18")
 MAX_UNET_DOWNSAMPLINGS = 8
+# The output layer of NEW resnet18 generators: tanh, decided by issue 19's controlled comparison
+# (results/blotches, chapter 7 section 7; 3 GAN epochs from the published resnet18-l1-64 at 64 px, measured
+# 2026-11-30 on the 2-core CPU by `python tools/blotches.py --config configs/blotches/comparison.yaml`).
+# Without the bound the GAN stage painted saturated blotches: 7.7x the truth's fraction of pixels above
+# chroma 66 (6.7% vs 0.87%), some of them beyond the gamut. With tanh, all else equal: 0.60%, none beyond
+# the gamut, higher PSNR/SSIM, and colourfulness 38.0 against the truth's 39.9 (L1 start 8.1, unbounded
+# 51.1): the GAN stage's colour gain is kept without the overshoot. Checkpoints whose spec has no "output"
+# (the published ones included) still load as the linear network they were trained as.
+RESNET18_OUTPUT = TANH
 
 
 def unet_depth(size: int) -> int:
@@ -28,30 +37,54 @@ def check_size(size: int) -> None:
         raise ValueError(f"size must be a power of two between 32 and 1024 (e.g. 64, 128, 256), got {size!r}")
 
 
-def generator_spec(arch: str, size: int) -> dict:
-    """Everything needed to rebuild a generator; stored in every checkpoint."""
+def generator_spec(arch: str, size: int, output: str | None = None) -> dict:
+    """Everything needed to rebuild a generator; stored in every checkpoint.
+
+    `output` (resnet18 only; None = RESNET18_OUTPUT) is recorded as spec["output"] when it is
+    "tanh". A spec without the key is the linear output the first resnet18 checkpoints (the
+    published ones included) were trained with, so they keep loading as that architecture.
+    """
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     check_size(size)
     spec = {"arch": arch, "size": size}
     if arch == "baseline":
+        if output is not None:
+            raise ValueError("the baseline U-Net always ends in tanh; output= applies to 'resnet18' only")
         spec["n_down"] = unet_depth(size)
+        return spec
+    output = RESNET18_OUTPUT if output is None else output
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown output {output!r}; choose one of {', '.join(OUTPUTS)}")
+    if output != LINEAR:
+        spec["output"] = output
     return spec
 
 
-def build_generator(arch: str, size: int = 256, weights: str | Path | None = None) -> nn.Module:
+def build_generator(arch: str, size: int = 256, weights: str | Path | None = None,
+                    output: str | None = None) -> nn.Module:
     """The generator named `arch` for `size` px images, weights initialised as in the seed.
 
-    The baseline gets N(0, 0.02) init; `weights` applies to "resnet18" only (see resnet18_unet).
+    The baseline gets N(0, 0.02) init; `weights` and `output` apply to "resnet18" only (see
+    resnet18_unet and generator_spec).
     """
-    spec = generator_spec(arch, size)
+    spec = generator_spec(arch, size, output)
     if arch == "baseline":
         net = init_weights(Unet(in_channels=1, out_channels=2, n_down=spec["n_down"]))
     else:
-        net = resnet18_unet(size=size, weights=weights)
+        net = resnet18_unet(size=size, weights=weights, output=spec.get("output", LINEAR))
         spec["pretrained"] = net.pretrained  # so a resumed run cannot mix ImageNet and random starts
     net.spec = spec  # read by the trainer and written into every checkpoint
     return net
+
+
+def generator_from_spec(spec: dict) -> nn.Module:
+    """The architecture a checkpoint's spec records, randomly initialised (its weights come next).
+
+    A resnet18 spec without "output" is the old linear network, whatever RESNET18_OUTPUT says now.
+    """
+    output = spec.get("output", LINEAR) if spec["arch"] == "resnet18" else None
+    return build_generator(spec["arch"], spec["size"], weights=None, output=output)
 
 
 def build_discriminator() -> nn.Module:
@@ -77,7 +110,8 @@ def count_parameters(net: nn.Module) -> int:
 
 
 __all__ = [
-    "ARCHITECTURES", "AUTO", "IMAGENET", "PatchDiscriminator", "Unet", "UnetBlock", "WeightsUnavailableError",
-    "build_discriminator", "build_generator", "check_size", "count_parameters", "generator_spec",
-    "init_weights", "receptive_field", "resnet18_unet", "shape_trace", "unet_depth",
+    "ARCHITECTURES", "AUTO", "IMAGENET", "LINEAR", "OUTPUTS", "PatchDiscriminator", "RESNET18_OUTPUT", "TANH",
+    "Unet", "UnetBlock", "WeightsUnavailableError", "build_discriminator", "build_generator", "check_size",
+    "count_parameters", "generator_from_spec", "generator_spec", "init_weights", "receptive_field", "resnet18_unet",
+    "shape_trace", "unet_depth",
 ]

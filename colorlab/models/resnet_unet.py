@@ -16,6 +16,8 @@ from torch import nn
 
 IMAGENET = "imagenet"
 AUTO = "auto"  # ImageNet when it can be loaded (online or cached), else random init with a warning
+LINEAR, TANH = "linear", "tanh"
+OUTPUTS = (LINEAR, TANH)  # what the last layer does to the predicted ab: nothing, or bound it to (-1, 1)
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -51,13 +53,22 @@ def _resnet18(weights: str | Path | None) -> tuple[nn.Module, bool]:
     return model, True
 
 
-def resnet18_unet(size: int = 256, weights: str | Path | None = IMAGENET, out_channels: int = 2) -> nn.Module:
+def resnet18_unet(size: int = 256, weights: str | Path | None = IMAGENET, out_channels: int = 2,
+                  output: str = LINEAR) -> nn.Module:
     """ResNet18 (head removed) + DynamicUnet decoder: 1 channel (L) in, `out_channels` (ab) out.
 
     weights: "imagenet" (torchvision download, needs the internet or a cached copy), None
     (random init, works offline), "auto" (ImageNet if possible, else None with a warning), or
     the path of a torchvision resnet18 state dict. `.pretrained` on the result says which.
+
+    output: "linear" leaves the last convolution's values as they are (the seed's network: an
+    adversarial loss can then push a/b far outside the gamut, which `denormalize_lab` clamps to
+    the most saturated colour); "tanh" bounds them to (-1, 1), like the baseline U-Net. tanh has
+    no parameters and tanh(x) ~ x for the small ab an L1-trained model predicts, so the same
+    weights fit both, and a linear checkpoint can be fine-tuned with the bound.
     """
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown output {output!r}; choose one of {', '.join(OUTPUTS)}")
     with warnings.catch_warnings():  # fastai's import-time deprecation notices (torch.jit, pandas) are not ours
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -69,6 +80,6 @@ def resnet18_unet(size: int = 256, weights: str | Path | None = IMAGENET, out_ch
     net = DynamicUnet(body, n_out=out_channels, img_size=(size, size))
     # fastai ends with ToTensorBase, which wraps outputs in its own tensor subclass: extra Python
     # per operation downstream, and torch.compile recurses on it. Plain tensors out instead.
-    net.layers[-1] = nn.Identity()
+    net.layers[-1] = nn.Tanh() if output == TANH else nn.Identity()
     net.pretrained = pretrained
     return net

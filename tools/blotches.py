@@ -1,0 +1,138 @@
+"""Issue 19's controlled comparison: does a bounded output stop GAN fine-tuning's red blotches?
+
+Every run starts from the same published L1-pretrained generator (resnet18-l1-64), with the
+same seed, data (the shared photos at 64 px, batch 16) and discriminator init, and is fine-tuned
+with cGAN + 100 * L1 for the same number of epochs; only the generator's output layer (and, for
+the third candidate, the adversarial loss) differs. The start itself and the published 10-epoch
+GAN model are evaluated alongside, on the same validation photos:
+
+    PYTHONPATH=$PWD nohup nice -n 5 python tools/blotches.py > runs/blotches.log 2>&1 &
+
+`--config configs/X.yaml` reads the same settings from a file (the command line overrides it):
+configs/blotches/resnet18-gan-64-tanh.yaml retrains the published GAN model with the fix.
+
+Writes results/blotches/metrics.json (metrics, per-epoch losses, chroma histograms, seconds,
+the command) and grid.png; checkpoints go to runs/blotches/ (git-ignored), so running the same
+command again resumes an interrupted run and only re-evaluates finished ones. metrics.json is
+rewritten after every run, so a partial comparison is readable while the next one trains.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from colorlab.checkpoint import load_generator
+from colorlab.color import L_ab_to_rgb
+from colorlab.data import load_split
+from colorlab.evaluate import ab_histogram, comparison_grid, evaluate, grayscale_rgb, high_chroma, predict_ab
+from colorlab.models import LINEAR, TANH, build_discriminator, build_generator
+from colorlab.recipes import stage_config, train_loader, val_batches
+from colorlab.train import train_gan
+
+SIZE, BATCH, SEED = 64, 16, 0
+# name -> (output layer, overrides of the seed's GAN stage settings)
+CANDIDATES = {
+    "GAN, linear": (LINEAR, {}),
+    "GAN, tanh": (TANH, {}),
+    "GAN, tanh + LSGAN": (TANH, {"gan_mode": "lsgan"}),
+}
+
+
+def finetune(name: str, start: Path, loader, epochs: int, runs: Path):
+    """Fine-tune a copy of `start` as candidate `name`; resumes from runs/<name>.pt. (model, history)"""
+    output, overrides = CANDIDATES[name]
+    l1, _ = load_generator(start)
+    generator = build_generator("resnet18", SIZE, weights=None, output=output)
+    generator.load_state_dict(l1.state_dict())  # tanh has no parameters: the same weights fit both
+    torch.manual_seed(SEED)  # the same discriminator init for every candidate
+    file = runs / (name.replace("GAN, ", "").replace(" + ", "-").replace(" ", "-") + ".pt")
+    history = train_gan(generator, build_discriminator(), loader, stage_config("gan", epochs, SEED, **overrides),
+                        checkpoint_path=file, resume=True, device="cpu", progress=True)
+    return generator, history
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, help="a YAML file of the settings below (epochs, candidates, ...)")
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--models", type=Path, default=Path("../shared/models"),
+                        help="folder holding resnet18-l1-64.pt and resnet18-gan-64.pt")
+    parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES))
+    parser.add_argument("--out", type=Path, default=Path("results/blotches"))
+    parser.add_argument("--runs", type=Path, default=Path("runs/blotches"))
+    parser.add_argument("--grid-rows", type=int, default=6)
+    parser.add_argument("--note", default="", help="recorded in metrics.json: how the runs were made, if otherwise")
+    args = parser.parse_args(argv)
+    if args.config:
+        settings = yaml.safe_load(args.config.read_text()) or {}
+        unknown = set(settings) - set(vars(args))
+        if unknown:
+            parser.error(f"{args.config}: unknown settings {', '.join(sorted(unknown))}")
+        parser.set_defaults(**{key: Path(v) if key in ("models", "out", "runs") else v for key, v in settings.items()})
+        args = parser.parse_args(argv)
+    unknown = set(args.candidates) - set(CANDIDATES)
+    if unknown:  # argparse checks `choices` on the command line only, not in a config file
+        parser.error(f"unknown candidates {', '.join(sorted(unknown))}; choose from {', '.join(CANDIDATES)}")
+
+    train_files, val_files = load_split("shared", None, seed=SEED)
+    loader = train_loader(train_files, SIZE, BATCH, SEED, progress=False)
+    batches = val_batches(val_files, SIZE, "cpu")
+    models = {"L1 start (resnet18-l1-64)": load_generator(args.models / "resnet18-l1-64.pt")[0],
+              "published GAN (10 epochs)": load_generator(args.models / "resnet18-gan-64.pt")[0]}
+    summary = {
+        "command": "PYTHONPATH=$PWD python tools/blotches.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                 text=True).stdout.strip(),
+        "device": f"cpu ({os.cpu_count()} cores), torch {torch.__version__}",
+        "note": args.note,
+        "date": time.strftime("%Y-%m-%d"),
+        "setup": {"start": "resnet18-l1-64", "size": SIZE, "batch_size": BATCH, "seed": SEED, "epochs": args.epochs,
+                  "n_train": len(train_files), "n_val": len(val_files),
+                  "candidates": {name: {"output": CANDIDATES[name][0], **CANDIDATES[name][1]}
+                                 for name in args.candidates}},
+        "metrics": {}, "history": {}, "seconds": {}, "ab_histogram": {},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def record(name: str, model) -> None:
+        summary["metrics"][name] = evaluate(model, batches)
+        summary["ab_histogram"][name] = ab_histogram(torch.cat([predict_ab(model, L) for L, _ in batches]))
+        (args.out / "metrics.json").write_text(json.dumps(summary, indent=1))
+
+    summary["ab_histogram"]["truth"] = ab_histogram(torch.cat([ab for _, ab in batches]))
+    for name, model in models.items():
+        record(name, model)
+    for name in args.candidates:
+        model, history = finetune(name, args.models / "resnet18-l1-64.pt", loader, args.epochs, args.runs)
+        summary["history"][name] = history.epochs
+        summary["seconds"][name] = round(sum(history["seconds"]), 1)
+        models[name] = model
+        record(name, model)
+        print(f"{name}: {summary['metrics'][name]}", flush=True)
+
+    # the rows: the validation photos where the published GAN model paints the most high-chroma pixels
+    L = torch.cat([L for L, _ in batches])
+    ab = torch.cat([ab for _, ab in batches])
+    rows = high_chroma(predict_ab(models["published GAN (10 epochs)"], L)).argsort(descending=True)[:args.grid_rows]
+    summary["grid_rows"] = [val_files[i].name for i in rows.tolist()]
+    columns = {"gray": grayscale_rgb(L[rows])} | {name: L_ab_to_rgb(L[rows], predict_ab(m, L[rows]))
+                                                    for name, m in models.items()}
+    fig = comparison_grid(columns | {"truth": L_ab_to_rgb(L[rows], ab[rows])}, max_rows=len(rows), cell_inches=1.3)
+    for ax in fig.axes:
+        ax.title.set_fontsize(6)
+    fig.savefig(args.out / "grid.png", dpi=60)
+    (args.out / "metrics.json").write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
