@@ -296,14 +296,25 @@ def read_against_seed(results: dict[str, dict], models: dict[str, nn.Module], ba
 
 
 def metrics_table(results: dict[str, dict]):
-    """Chapter 8's results table (a pandas DataFrame): one row per model, then the ground truth's row."""
+    """Chapter 8's results table (a pandas DataFrame): one row per model, then the ground truth's row.
+
+    Beside the quality metrics it shows the over-saturation diagnostics of `colorlab.evaluate`
+    in percent of pixels (raw ab outside [-1, 1]; chroma above `evaluate.HIGH_CHROMA`), the
+    symptom of the GAN stage's red blotches (chapter 7).
+    """
     import pandas as pd
 
+    from .evaluate import HIGH_CHROMA
+
     columns = {"psnr": "PSNR (dB)", "ssim": "SSIM", "colourfulness": "colourfulness", "dCF": "dCF",
-               "saturation": "saturation"}
-    table = pd.DataFrame(results).T[list(columns)].rename(columns=columns)
+               "saturation": "saturation", "ab_out_of_range": "ab outside [-1, 1] (%)",
+               "high_chroma": f"chroma > {HIGH_CHROMA:.0f} (%)"}
+    table = pd.DataFrame(results).T[list(columns)].astype(float)
+    table[["ab_out_of_range", "high_chroma"]] *= 100
+    table = table.rename(columns=columns)
     truth = next(iter(results.values()))  # the ground-truth columns are the same in every row
-    table.loc["ground truth"] = [float("inf"), 1.0, truth["colourfulness_true"], 0.0, truth["saturation_true"]]
+    table.loc["ground truth"] = [float("inf"), 1.0, truth["colourfulness_true"], 0.0, truth["saturation_true"],
+                                 0.0, 100 * truth["high_chroma_true"]]
     return table
 
 

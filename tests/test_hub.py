@@ -215,7 +215,8 @@ def test_chapter_8_reads_the_numbers_against_the_seed_and_says_where_they_disagr
     batches = [(torch.zeros(2, 1, 8, 8), torch.full((2, 2, 8, 8), 0.1))]  # truth: a = b = 11 Lab units
     def scores(psnr, colourfulness):
         return {"psnr": psnr, "ssim": 0.9, "colourfulness": colourfulness, "colourfulness_true": 40.0,
-                "dCF": colourfulness - 40.0, "saturation": 0.2, "saturation_true": 0.3}
+                "dCF": colourfulness - 40.0, "saturation": 0.2, "saturation_true": 0.3,
+                "ab_out_of_range": 0.01, "high_chroma": 0.05, "high_chroma_true": 0.009}
 
     models = {"baseline": _constant_colour(0.1, 0.3), "L1 only": _constant_colour(0, 0),
               "L1 + GAN": _constant_colour(0.2, 0.2)}
@@ -237,3 +238,7 @@ def test_chapter_8_reads_the_numbers_against_the_seed_and_says_where_they_disagr
     table = metrics_table(seed_like)
     assert list(table.index) == ["baseline", "L1 only", "L1 + GAN", "ground truth"]
     assert table.loc["ground truth", "colourfulness"] == 40.0 and table.loc["L1 only", "PSNR (dB)"] == 23.5
+    # the over-saturation diagnostics in percent, the truth's own share of high-chroma pixels beside them
+    assert table.loc["L1 + GAN", "chroma > 66 (%)"] == pytest.approx(5.0)
+    assert table.loc["ground truth", "chroma > 66 (%)"] == pytest.approx(0.9)
+    assert table.loc["baseline", "ab outside [-1, 1] (%)"] == pytest.approx(1.0)
