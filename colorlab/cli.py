@@ -53,6 +53,8 @@ def _add_train(sub) -> None:
     p.add_argument("--num-workers", type=int, default=None)
     p.add_argument("--out", default=None, help="run folder (default: runs/RECIPE)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
+    p.add_argument("--init", default=None,
+                   help="classification recipe: start from a regression checkpoint of the same size (all but its head)")
     p.add_argument("--no-cache", dest="cache", action="store_false",
                    help="decode every image every epoch instead of once into a uint8 cache")
 
@@ -74,12 +76,12 @@ def _train(args) -> int:
                        batch_size=args.batch_size, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
                        weights=weights, gan_mode=args.gan_mode, lambda_l1=args.lambda_l1, device=args.device,
                        seed=args.seed, out=args.out or f"runs/{args.recipe}", resume=args.resume,
-                       num_workers=args.num_workers, cache=args.cache)
+                       num_workers=args.num_workers, cache=args.cache, init=args.init)
     from .recipes import run
 
     summary = run(config)
     print(json.dumps(summary["metrics"], indent=1))
-    print(f"wrote {config.out}/ (gan.pt, metrics.json, losses.png, samples.png) in {summary['seconds']} s")
+    print(f"wrote {config.out}/ (checkpoints, metrics.json, losses.png, samples.png) in {summary['seconds']} s")
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +28,10 @@ from tqdm import tqdm  # plain text bars: notebooks without ipywidgets too
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .data import to_model_batch
 from .losses import LAMBDA_L1, GANLoss, discriminator_loss, generator_loss
+
+
+# A stage's loss without discriminator: (generator output, true ab) -> named losses, "loss_G" minimised.
+Objective = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -139,12 +144,17 @@ def fit(
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    objective: Objective | None = None,
 ) -> History:
     """Train `generator` on `loader` (uint8 RGB batches): L1 only, or cGAN + L1 with a discriminator.
 
     Returns the per-epoch history. With `checkpoint_path`, saves after every epoch and
-    on interruption; `resume=True` continues from that file if it exists.
+    on interruption; `resume=True` continues from that file if it exists. `objective`
+    replaces the L1 loss of a stage without discriminator: (generator output, true ab) ->
+    losses, "loss_G" being minimised (e.g. `colorlab.classify.ClassificationObjective`).
     """
+    if objective is not None and discriminator is not None:
+        raise ValueError("an objective replaces the L1-only loss; it cannot be combined with a discriminator")
     device = pick_device(device)
     spec = getattr(generator, "spec", None)
     if spec is None:
@@ -211,7 +221,7 @@ def fit(
                 if cuda:
                     L, ab = (t.contiguous(memory_format=torch.channels_last) for t in (L, ab))
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
-                    losses = train_step(step_g, step_d, opt_g, opt_d, gan_loss, L, ab, config.lambda_l1)
+                    losses = train_step(step_g, step_d, opt_g, opt_d, gan_loss, L, ab, config.lambda_l1, objective)
                 for key, value in losses.items():
                     sums[key] = sums.get(key, 0.0) + value.detach().float()
                 if step % config.log_every == 0:
@@ -230,7 +240,8 @@ def fit(
     return history
 
 
-def train_step(generator, discriminator, opt_g, opt_d, gan_loss, L, ab, lambda_l1) -> dict[str, torch.Tensor]:
+def train_step(generator, discriminator, opt_g, opt_d, gan_loss, L, ab, lambda_l1,
+               objective: Objective | None = None) -> dict[str, torch.Tensor]:
     """One optimisation step; with a discriminator, the D step then the G step of pix2pix."""
     fake_ab = generator(L)
     losses: dict[str, torch.Tensor] = {}
@@ -247,7 +258,10 @@ def train_step(generator, discriminator, opt_g, opt_d, gan_loss, L, ab, lambda_l
         set_requires_grad(discriminator, False)  # G's step must not update D
         fake_logits = discriminator(torch.cat([L, fake_ab], 1))
     opt_g.zero_grad(set_to_none=True)
-    g_losses = generator_loss(gan_loss, fake_logits, fake_ab.float(), ab, lambda_l1)
+    if objective is not None:
+        g_losses = objective(fake_ab.float(), ab)
+    else:
+        g_losses = generator_loss(gan_loss, fake_logits, fake_ab.float(), ab, lambda_l1)
     g_losses["loss_G"].backward()
     opt_g.step()
     return losses | g_losses
