@@ -25,6 +25,7 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,6 +38,9 @@ from .color import AB_SCALE, L_ab_to_rgb, rgb_to_lab
 from .data import CACHE_DIR, ImageDataset, shared_data_dir, to_model_batch
 from .evaluate import comparison_grid, evaluate, grayscale_rgb
 from .train import History, fit
+
+if TYPE_CHECKING:  # recipes imports this module when it runs the classification recipe
+    from .recipes import RunConfig
 
 GRID = 10  # ab bin spacing (Lab units), as in the paper
 SIGMA = 5.0  # Gaussian kernel of the soft encoding and of the prior's smoothing
@@ -345,7 +349,7 @@ def decoding_grid(model: ClassColorizer, L: torch.Tensor, ab: torch.Tensor,
     return comparison_grid(columns, max_rows=max_rows)
 
 
-def train_classifier(train_files: list[Path], loader: DataLoader, config, checkpoint_path: str | Path,
+def train_classifier(train_files: list[Path], loader: DataLoader, config: RunConfig, checkpoint_path: str | Path,
                      **fit_kwargs) -> tuple[ClassColorizer, History]:
     """The classification recipe's one stage: prior of the training photos -> weights -> `fit` with the
     rebalanced cross-entropy (Adam as in L1 pretraining). `config` is a `colorlab.recipes.RunConfig`."""
