@@ -59,6 +59,8 @@ def _add_train(sub) -> None:
                         "chapters 5-8 with -p run_root RUN_ROOT (and the same data, n_images, seed, size, "
                         "pretrained=WEIGHTS) reuse this run")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
+    p.add_argument("--init", default=None,
+                   help="classification recipe: start from a regression checkpoint of the same size (all but its head)")
     p.add_argument("--no-cache", dest="cache", action="store_false",
                    help="decode every image every epoch instead of once into a uint8 cache")
 
@@ -87,14 +89,14 @@ def _train(args) -> int:
                        batch_size=args.batch_size, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
                        weights=weights, gan_mode=args.gan_mode, lambda_l1=args.lambda_l1, device=args.device,
                        seed=args.seed, out=out, resume=args.resume,
-                       num_workers=args.num_workers, cache=args.cache)
+                       num_workers=args.num_workers, cache=args.cache, init=args.init)
     from .recipes import run
 
     if args.resume and not any((Path(config.out) / f"{stage}.pt").is_file() for stage in ("pretrain", "gan")):
         print(f"colorlab train: no checkpoint in {config.out}/ to resume from; starting a new run", file=sys.stderr)
     summary = run(config)
     print(json.dumps(summary["metrics"], indent=1))
-    print(f"wrote {config.out}/ (gan.pt, metrics.json, losses.png, samples.png) in {summary['seconds']} s")
+    print(f"wrote {config.out}/ (checkpoints, metrics.json, losses.png, samples.png) in {summary['seconds']} s")
     return 0
 
 

@@ -2,6 +2,9 @@
 
 - "baseline": the pix2pix U-Net from scratch, cGAN + lambda * L1 (20 epochs in the seed).
 - "resnet18": ResNet18-DynamicUnet, L1-only pretraining (20 epochs), then cGAN + L1 (20).
+- "classification": ResNet18-DynamicUnet with one output per ab bin, rebalanced cross-entropy
+  (`epochs` epochs, Adam as in L1 pretraining), decoded by the annealed mean (colorlab.classify);
+  `init` may name a regression checkpoint of the same size to start from.
 
 Each run writes into `out/`: `pretrain.pt` / `gan.pt` (checkpoints, resumable),
 `history.json`, `metrics.json`, `losses.png` and `samples.png` (grayscale | prediction | truth).
@@ -24,7 +27,7 @@ from .models import AUTO, IMAGENET, build_discriminator, build_generator, check_
 from .runtime import pick_device
 from .train import PRETRAIN, History, TrainConfig, fit, resumable_state, train_gan
 
-RECIPES = ("baseline", "resnet18")
+RECIPES = ("baseline", "resnet18", "classification")
 STAGES = ("pretrain", "gan")
 DEFAULT_RUN_ROOT = "runs/book"
 COLAB_DRIVE = Path("/content/drive/MyDrive")  # where Colab's drive.mount("/content/drive") puts your files
@@ -99,6 +102,7 @@ class RunConfig:
     num_workers: int | None = None
     progress: bool = True
     cache: bool = True  # decode + resize each image once into a uint8 cache (colorlab.cache) instead of every epoch
+    init: str | None = None  # classification recipe: a regression checkpoint whose fitting weights start the run
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -139,23 +143,33 @@ def run(config: RunConfig) -> dict:
     common = dict(device=device, resume=config.resume, progress=config.progress)
     histories: dict[str, History] = {}
     torch.manual_seed(config.seed)
-    generator = build_generator(config.recipe, config.size, weights=config.weights)
-    stages = {}
-    if config.recipe == "resnet18":
-        stages["pretrain"] = stage_config("pretrain", config.pretrain_epochs, config.seed)
-    stages["gan"] = stage_config("gan", config.epochs, config.seed, gan_mode=config.gan_mode,
-                                 lambda_l1=config.lambda_l1)
-    if config.resume:  # every stage's checkpoint must fit before the first one trains
-        for stage, stage_settings in stages.items():
-            resumable_state(out / f"{stage}.pt", generator.spec, stage, stage_settings)
-    if config.recipe == "resnet18":
-        histories["pretrain"] = fit(generator, loader, stages["pretrain"], checkpoint_path=out / "pretrain.pt",
-                                    **common)
-    histories["gan"] = train_gan(generator, build_discriminator(), loader, stages["gan"],
-                                 checkpoint_path=out / "gan.pt", **common)
+    if config.recipe == "classification":
+        from .classify import train_classifier
+
+        generator, histories["classify"] = train_classifier(train_files, loader, config, out / "classify.pt", **common)
+    else:
+        generator = build_generator(config.recipe, config.size, weights=config.weights)
+        stages = {}
+        if config.recipe == "resnet18":
+            stages["pretrain"] = stage_config("pretrain", config.pretrain_epochs, config.seed)
+        stages["gan"] = stage_config("gan", config.epochs, config.seed, gan_mode=config.gan_mode,
+                                     lambda_l1=config.lambda_l1)
+        if config.resume:  # every stage's checkpoint must fit before the first one trains
+            for stage, stage_settings in stages.items():
+                resumable_state(out / f"{stage}.pt", generator.spec, stage, stage_settings)
+        if config.recipe == "resnet18":
+            histories["pretrain"] = fit(generator, loader, stages["pretrain"], checkpoint_path=out / "pretrain.pt",
+                                        **common)
+        histories["gan"] = train_gan(generator, build_discriminator(), loader, stages["gan"],
+                                     checkpoint_path=out / "gan.pt", **common)
 
     batches = val_batches(val_files, config.size, device)
     metrics = evaluate(generator, batches)
+    if config.recipe == "classification":
+        from .classify import ab_accuracy_auc, decoding_grid
+
+        metrics["auc"] = ab_accuracy_auc(generator, batches)  # Zhang et al.'s accuracy measure
+        decoding_grid(generator, *batches[0]).savefig(out / "grid.png", dpi=80)
     fig = sample_grid(generator, *batches[0])
     fig.savefig(out / "samples.png", dpi=80)
     loss_figure(histories).savefig(out / "losses.png", dpi=80)

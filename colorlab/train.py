@@ -17,6 +17,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,10 @@ from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoi
 from .data import to_model_batch
 from .losses import LAMBDA_L1, GANLoss, discriminator_loss, generator_loss
 from .runtime import announce, pick_device, precision_policy
+
+
+# A stage's loss without discriminator: (generator output, true ab) -> named losses, "loss_G" minimised.
+Objective = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -132,12 +137,17 @@ def fit(
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    objective: Objective | None = None,
 ) -> History:
     """Train `generator` on `loader` (uint8 RGB batches): L1 only, or cGAN + L1 with a discriminator.
 
     Returns the per-epoch history. With `checkpoint_path`, saves after every epoch and
-    on interruption; `resume=True` continues from that file if it exists.
+    on interruption; `resume=True` continues from that file if it exists. `objective`
+    replaces the L1 loss of a stage without discriminator: (generator output, true ab) ->
+    losses, "loss_G" being minimised (e.g. `colorlab.classify.ClassificationObjective`).
     """
+    if objective is not None and discriminator is not None:
+        raise ValueError("an objective replaces the L1-only loss; it cannot be combined with a discriminator")
     device = pick_device(device)
     spec = getattr(generator, "spec", None)
     if spec is None:
@@ -208,7 +218,8 @@ def fit(
                 if cuda:
                     L, ab = (t.contiguous(memory_format=torch.channels_last) for t in (L, ab))
                 with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.autocast):
-                    losses = train_step(step_g, step_d, opt_g, opt_d, gan_loss, L, ab, config.lambda_l1, scaler)
+                    losses = train_step(step_g, step_d, opt_g, opt_d, gan_loss, L, ab, config.lambda_l1,
+                                        scaler=scaler, objective=objective)
                 for key, value in losses.items():
                     sums[key] = sums.get(key, 0.0) + value.detach().float()
                 if step % config.log_every == 0:
@@ -228,12 +239,14 @@ def fit(
 
 
 def train_step(generator, discriminator, opt_g, opt_d, gan_loss, L, ab, lambda_l1,
-               scaler: torch.amp.GradScaler | None = None) -> dict[str, torch.Tensor]:
+               scaler: torch.amp.GradScaler | None = None,
+               objective: Objective | None = None) -> dict[str, torch.Tensor]:
     """One optimisation step; with a discriminator, the D step then the G step of pix2pix.
 
     With a `scaler` (fp16 autocast), each loss is scaled before its backward pass, each
     optimizer steps through the scaler (skipping a step whose gradients overflowed), and the
-    scale is updated once, after both players' steps.
+    scale is updated once, after both players' steps. An `objective` replaces the L1 term
+    (and forbids a discriminator): e.g. chapter 9's rebalanced cross-entropy.
     """
     fake_ab = generator(L)
     losses: dict[str, torch.Tensor] = {}
@@ -249,7 +262,10 @@ def train_step(generator, discriminator, opt_g, opt_d, gan_loss, L, ab, lambda_l
         set_requires_grad(discriminator, False)  # G's step must not update D
         fake_logits = discriminator(torch.cat([L, fake_ab], 1))
     opt_g.zero_grad(set_to_none=True)
-    g_losses = generator_loss(gan_loss, fake_logits, fake_ab.float(), ab, lambda_l1)
+    if objective is not None:
+        g_losses = objective(fake_ab.float(), ab)
+    else:
+        g_losses = generator_loss(gan_loss, fake_logits, fake_ab.float(), ab, lambda_l1)
     _backward_and_step(g_losses["loss_G"], opt_g, scaler)
     if scaler is not None:
         scaler.update()
