@@ -90,6 +90,10 @@ CHEATS = {
     "freeze-discriminator": "import colorlab.train\ncolorlab.train.set_requires_grad(net, flag)",
     "psnr": "from colorlab.evaluate import psnr as p\nreturn p(pred, target)",
     "colourfulness": "import colorlab.evaluate as ev\nreturn ev.colourfulness(rgb)",
+    "soft-encoding": "from colorlab.classify import soft_encode as encode\n"
+                     "indices, weights = encode((ab / 110).view(1, 2, 1, 1), bins)\n"
+                     "return indices.flatten(), weights.flatten()",
+    "annealed-mean": "import colorlab.classify as cl\nreturn cl.decode(logits, bins / 110, temperature) * 110",
 }
 
 
