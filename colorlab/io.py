@@ -316,7 +316,9 @@ def scan_images(
     """
     files = [Path(file) for file in files]
     report = ScanReport()
-    progress = tqdm(files, desc="checking images", unit="img", disable=len(files) <= _PROGRESS_MIN_FILES)
+    # disable=None: tqdm shows the bar on a terminal only, so a notebook or a log gets no stream of redraws
+    quick = len(files) <= _PROGRESS_MIN_FILES
+    progress = tqdm(files, desc="checking images", unit="img", disable=True if quick else None)
     for path in progress:
         if limit is not None and len(report.kept) >= limit:
             break

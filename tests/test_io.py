@@ -397,3 +397,17 @@ def test_fuzz_small_images_in_any_mode_load_or_raise_image_load_error(tmp_path, 
         assert mode == "F" or (mode, fmt) == ("I", "TIFF"), (mode, fmt)
     elif keep is None:  # a valid file must load, at its own size
         assert loaded.size == (width, height)
+
+
+def test_scanning_many_files_draws_no_progress_bar_into_a_notebook_or_a_log(tmp_path, capsys):
+    """A bar redrawn into a non-terminal stream became ~100 output blocks on chapter 7's page."""
+    from colorlab.io import _PROGRESS_MIN_FILES, scan_images
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(_PROGRESS_MIN_FILES + 10):
+        files.append(tmp_path / f"{i:03d}.png")
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(files[-1])
+    report = scan_images(files)
+    assert len(report.kept) == len(files)
+    assert "checking images" not in capsys.readouterr().err  # pytest's captured stderr is no terminal
