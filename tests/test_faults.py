@@ -29,7 +29,7 @@ from colorlab import checkpoint as checkpoint_module
 from colorlab.atomic import WriteError, atomic_write, temp_path
 from colorlab.checkpoint import CheckpointError, load_checkpoint, load_generator, save_checkpoint
 from colorlab.cli import main
-from colorlab.colorize import ColorizeStopped, DownscaledWarning, colorize_files, load_for_colorize
+from colorlab.colorize import DownscaledWarning, load_for_colorize
 from colorlab.models import build_generator
 from tests.conftest import smooth_color_image
 
