@@ -34,9 +34,12 @@ class DataUnavailableError(RuntimeError):
     """A data source cannot be reached (e.g. the COCO download on an offline machine) or has no usable images."""
 
 
+SHARED_DIR = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the repository: photos and models
+
+
 def shared_data_dir() -> Path | None:
     """The project's offline photo set: $COLORLAB_SHARED_DATA, else ../shared/data beside the repository."""
-    candidates = [os.environ.get("COLORLAB_SHARED_DATA"), Path(__file__).resolve().parents[2] / "shared" / "data"]
+    candidates = [os.environ.get("COLORLAB_SHARED_DATA"), SHARED_DIR / "data"]
     for candidate in candidates:
         if candidate and (Path(candidate) / "photos").is_dir():
             return Path(candidate)

@@ -28,10 +28,10 @@ from tqdm import tqdm
 
 from . import REPOSITORY_URL
 from .checkpoint import check_spec, load_checkpoint, load_generator, save_checkpoint
-from .data import CACHE_DIR as _DATA_CACHE
+from .data import CACHE_DIR as _DATA_CACHE, SHARED_DIR
 
 REGISTRY_FILE = Path(__file__).with_name("published_models.json")
-SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"  # ../shared/models beside the repository
+SHARED_MODELS = SHARED_DIR / "models"  # ../shared/models beside the repository
 CACHE_DIR = _DATA_CACHE / "models"
 TRAIN_COMMAND = "colorlab experiment --config configs/cpu64.yaml --out results/cpu64 --export-models DIR"
 TIMEOUT_S = 30  # a stalled connection fails instead of hanging a notebook forever
