@@ -57,6 +57,7 @@ class ExperimentConfig:
     batch_size: int = 16
     seed: int = 0
     weights: str | None = "auto"
+    output: str | None = None  # the resnet18 output layer: None = today's default (tanh), "linear" = the first models
     baseline_epochs: int = 20
     pretrain_epochs: int = 20
     gan_epochs: int = 20
@@ -107,7 +108,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "aut
 
     began = time.perf_counter()
     torch.manual_seed(config.seed)
-    resnet = build_generator("resnet18", config.size, weights=config.weights)
+    resnet = build_generator("resnet18", config.size, weights=config.weights, output=config.output)
     histories["L1 pretraining"] = fit(resnet, loader, stage_config("pretrain", config.pretrain_epochs, config.seed),
                                       checkpoint_path=checkpoints / "resnet18_pretrain.pt", **common)
     seconds["resnet18 L1 pretraining"] = time.perf_counter() - began
