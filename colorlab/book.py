@@ -1,4 +1,4 @@
-"""What the chapters share besides the library: their parameters, and which model their results show.
+"""What the chapters share besides the library: their parameters, their data, and which model their results show.
 
 Parameters. Every chapter's `parameters` cell declares typed knobs (``size: int = 64``), which
 papermill may override: ``papermill chapter.ipynb out.ipynb -p smoke false``. papermill's command
@@ -15,6 +15,9 @@ pictures and numbers meant to show that come from the published model of the cha
 short run, said just as plainly, with the way to get the real ones. The chapters' `published`
 parameter decides: "auto" (the published model when its file is here), "none" (always the
 chapter's own run), or a model name (that model for its stage, downloaded if need be).
+
+Data. `load_split_or_offline` is the data choice of the chapters that train nothing: the
+source asked for, else scikit-image's offline photos, said in one line.
 
 The book itself. `find_book` locates the chapters (from the working directory: an installed
 package has no book beside it), `declared_parameters` is the one reader of a notebook's
@@ -112,7 +115,7 @@ def load_split_or_offline(data: str, n_images: int, seed: int) -> tuple[list[Pat
     try:
         return (*load_split(data, n_images, seed=seed), data)
     except DataUnavailableError as err:
-        print(f"data={data!r} is not available here ({' '.join(str(err).split())}); falling back to data='offline'.")
+        print(f"data={data!r} is not available here, so this chapter uses data='offline': {' '.join(str(err).split())}")
         return (*load_split("offline", n_images, seed=seed), "offline")
 
 

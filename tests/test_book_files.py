@@ -74,5 +74,5 @@ def test_an_unreachable_source_falls_back_to_the_offline_photos_and_says_so(monk
     assert used == "offline"
     assert (train, val) == data.load_split("offline", 8, seed=3)
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 1 and out[0].startswith("data='shared' is not available here (")
-    assert out[0].endswith("); falling back to data='offline'.")
+    assert len(out) == 1 and out[0].startswith("data='shared' is not available here, so this chapter uses "
+                                               "data='offline': data='shared' needs ../shared/data/photos")
