@@ -80,7 +80,7 @@ def find_book(book: str | Path | None = None) -> Path:
         if (folder / "_toc.yml").is_file() and (folder / "book").is_dir():
             return folder / "book"
     raise FileNotFoundError(f"no book here: {here} is not inside a colorlab repository (a folder with _toc.yml "
-                            "and book/); run from the repository or name the chapters' folder")
+                            "and book/); run from the repository or name the chapters' folder (--book DIR)")
 
 
 def declared_parameters(notebook: str | Path | Mapping[str, Any]) -> list[str]:

@@ -76,3 +76,14 @@ def test_an_unreachable_source_falls_back_to_the_offline_photos_and_says_so(monk
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and out[0].startswith("data='shared' is not available here, so this chapter uses "
                                                "data='offline': data='shared' needs ../shared/data/photos")
+
+
+def test_assignments_outside_a_repository_are_one_error_line_naming_the_option(tmp_path, monkeypatch, capsys):
+    from colorlab.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["assignments", "build", "-o", "course"]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"colorlab assignments: error: no book here: {tmp_path.resolve()} is not inside")
+    assert line.endswith("(--book DIR)")
+    assert not (tmp_path / "course").exists()
