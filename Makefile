@@ -20,7 +20,7 @@ demo: install
 	colorlab train --recipe baseline --offline --size 64 --epochs 1 --n-images 24 --batch-size 8 --out runs/demo
 	colorlab colorize $$($(PYTHON) -c "import skimage,os;print(os.path.join(os.path.dirname(skimage.__file__),'data','chelsea.png'))") -o runs/demo/colorized --checkpoint runs/demo/gan.pt
 
-## Throughput benchmark: seed-style reference pipeline vs colorlab's fast path, one run.
+## Throughput benchmark: the reference tutorial's pipeline vs colorlab's fast path, one run.
 bench: install
 	$(PYTHON) benchmarks/throughput.py
 

@@ -1,6 +1,6 @@
-"""Throughput, in one run on one machine: the seed's data pipeline against colorlab's fast path.
+"""Throughput, in one run on one machine: the reference tutorial's data pipeline against colorlab's fast path.
 
-(a) reference, seed-style (the tutorial students copy): a DataLoader whose workers open each
+(a) reference, as the reference tutorial does it (the code students copy): a DataLoader whose workers open each
     file with PIL, resize it, flip it and convert it to Lab with scikit-image, per image, every
     epoch; the model trains in fp32 and every loss is read back (`.item()`) after every step.
 (b) fast, colorlab's default: images decoded and resized once into a uint8 memory-mapped cache
@@ -51,7 +51,7 @@ from colorlab.train import TrainConfig, fit, train_step
 ARCHS = ("baseline", "resnet18")
 
 
-class SeedStyleDataset(Dataset):
+class ReferenceDataset(Dataset):
     """The tutorial's dataset, kept only to be measured against: everything per image, in the workers, every epoch."""
 
     def __init__(self, files: list[Path], size: int) -> None:
@@ -74,7 +74,7 @@ def image_order(n_files: int, n_images: int) -> list[int]:
 
 
 def reference_loader(files: list[Path], args, n_batches: int, device: torch.device) -> DataLoader:
-    return DataLoader(SeedStyleDataset(files, args.size), batch_size=args.batch_size,
+    return DataLoader(ReferenceDataset(files, args.size), batch_size=args.batch_size,
                       sampler=image_order(len(files), n_batches * args.batch_size),
                       num_workers=args.workers, pin_memory=device.type == "cuda", drop_last=True)
 
@@ -123,7 +123,7 @@ def networks(arch: str, size: int, device: torch.device):
 
 
 def time_reference_train(arch: str, files: list[Path], args, device: torch.device) -> float:
-    """Seconds for `args.steps` seed-style GAN steps (fp32, loss meters read every step), after warm-up."""
+    """Seconds for `args.steps` reference-tutorial GAN steps (fp32, loss meters read every step), after warm-up."""
     G, D = networks(arch, args.size, device)
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -132,7 +132,7 @@ def time_reference_train(arch: str, files: list[Path], args, device: torch.devic
     clock = Clock(reference_loader(files, args, args.warmup + args.steps, device), args.warmup, device)
     for batch in clock:
         losses = train_step(G, D, opt_g, opt_d, gan_loss, batch["L"].to(device), batch["ab"].to(device), LAMBDA_L1)
-        for key, value in losses.items():  # the seed's loss meters: .item() syncs with the device every step
+        for key, value in losses.items():  # the tutorial's loss meters: .item() syncs with the device every step
             meters[key] = meters.get(key, 0.0) + value.item()
     return clock.seconds()
 

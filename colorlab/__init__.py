@@ -3,9 +3,10 @@
 Modules, one concept each: `color` (RGB <-> Lab), `io` (robust image loading), `data`
 (sources, splits, batches), `runtime` (device and precision), `cache` (decode once, uint8 memory map), `models` (U-Net,
 ResNet18-DynamicUnet, PatchGAN), `losses` (cGAN + L1), `train` (the training loop),
-`checkpoint`, `evaluate` (metrics, grids), `colorize` (your own photos), `recipes` (the seed's
-two recipes end to end), `experiment` (the three-model comparison), `assignments` (graded
-exercises), `book` (the chapters' parameters), `cli` (also `python -m colorlab`).
+`checkpoint`, `evaluate` (metrics, grids), `colorize` (your own photos), `recipes` (the reference
+tutorial's two recipes end to end), `experiment` (the three-model comparison), `assignments` (graded
+exercises), `book` (what the chapters share: parameters, data, the book's files), `comparison`
+(chapter 8's reading of the results), `cli` (also `python -m colorlab`).
 """
 
 __version__ = "0.1.0"

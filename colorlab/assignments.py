@@ -19,7 +19,9 @@ release; `publish_exercises` turns an executed chapter into the book's public pa
 and layout as nbgrader, so a school
 that runs nbgrader can import the notebooks unchanged; we do not depend on nbgrader itself because
 it brings a Jupyter server, JupyterLab and an SQL gradebook (about 100 packages) to do what
-nbformat + nbclient do here in a page.
+nbformat + nbclient do here in a page. nbformat (the ``book`` extra) is imported by the functions
+that read or write notebooks, so that importing this module, as the ``colorlab`` command does to
+build its parser, works on a plain ``pip install colorlab``.
 """
 
 from __future__ import annotations
@@ -30,31 +32,18 @@ import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nbformat
-from nbformat import NotebookNode
+from .book import find_book
 
-BOOK_DIR = Path(__file__).resolve().parent.parent / "book"
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 # nbgrader's default delimiters (matched anywhere in a line, as nbgrader does) and Python stub.
 SOLUTION_MARKERS = ("BEGIN SOLUTION", "END SOLUTION")
 HIDDEN_TESTS_MARKERS = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 
-# Grading runs every chapter on the CPU in seconds; only names a notebook's `parameters` cell
-# declares are overridden (papermill's convention).
-SMOKE_PARAMETERS: dict[str, Any] = {
-    "size": 64,
-    "epochs": 1,
-    "pretrain_epochs": 1,
-    "n_images": 16,
-    "batch_size": 8,
-    "device": "cpu",
-    "data": "offline",
-    "seed": 0,
-    "smoke": True,
-}
 EXERCISE_TIMEOUT = 120  # grading: seconds for each cell a student wrote, and each solution or tests cell
 MAX_OUTPUT_BYTES = 1_000_000  # grading: output kept per cell, so a print loop cannot fill the grader's memory
 
@@ -71,6 +60,8 @@ def _nbgrader_metadata(grade_id: str, *, solution: bool, grade: bool, points: fl
 
 def solution_cell(source: str, grade_id: str, forbidden: Iterable[str] = ()) -> NotebookNode:
     """A code cell the student completes (nbgrader's "Autograded answer"), which may not use `forbidden`."""
+    import nbformat
+
     metadata: dict[str, Any] = {"nbgrader": _nbgrader_metadata(grade_id, solution=True, grade=False)}
     if forbidden:
         metadata["colorlab"] = {"forbidden": list(forbidden)}
@@ -87,6 +78,8 @@ def forbidden_names(cell: NotebookNode) -> list[str]:
 
 def tests_cell(source: str, grade_id: str, points: float) -> NotebookNode:
     """A locked code cell of asserts worth `points` (nbgrader's "Autograder tests")."""
+    import nbformat
+
     return nbformat.v4.new_code_cell(
         source, metadata={"nbgrader": _nbgrader_metadata(grade_id, solution=False, grade=True, points=points)}
     )
@@ -252,6 +245,8 @@ def build_assignments(
     With `check`, a release that still contains a line of a solution or hidden test, or a badge
     to the teacher's notebook, is deleted and the build fails.
     """
+    import nbformat
+
     written: list[Path] = []
     for path in map(Path, notebooks):
         nb = nbformat.read(path, as_version=4)
@@ -275,6 +270,8 @@ def build_assignments(
 def public_version(executed: NotebookNode) -> NotebookNode:
     """An executed chapter as the public book shows it: the exercise as students get it, the
     teacher's solution folded in a "Show solution" cell under it, and no hidden test (source or output)."""
+    import nbformat
+
     graded_cells(executed)
     page = copy.deepcopy(executed)
     cells = []
@@ -300,14 +297,18 @@ def public_version(executed: NotebookNode) -> NotebookNode:
 
 def publish_exercises(notebooks: Iterable[Path]) -> None:
     """Rewrite executed chapters in place as `public_version` (the book build calls this before rendering)."""
+    import nbformat
+
     for path in notebooks:
         nb = nbformat.read(path, as_version=4)
         if graded_cells(nb):
             nbformat.write(public_version(nb), path)
 
 
-def book_notebooks(book_dir: Path = BOOK_DIR) -> list[Path]:
-    """The book's notebooks, without build outputs (``_build``, ``_executed``) or checkpoints."""
+def book_notebooks(book_dir: str | Path | None = None) -> list[Path]:
+    """The notebooks of `book_dir` (default: the book found by `colorlab.book.find_book`), without build
+    outputs (``_build``, ``_executed``) or checkpoints."""
+    book_dir = find_book(book_dir)
     return sorted(
         path
         for path in book_dir.rglob("*.ipynb")
@@ -315,6 +316,8 @@ def book_notebooks(book_dir: Path = BOOK_DIR) -> list[Path]:
     )
 
 
-def graded_chapters(book_dir: Path = BOOK_DIR) -> list[Path]:
+def graded_chapters(book_dir: str | Path | None = None) -> list[Path]:
     """The book's notebooks that contain graded exercises: the default assignments."""
+    import nbformat
+
     return [path for path in book_notebooks(book_dir) if graded_cells(nbformat.read(path, as_version=4))]

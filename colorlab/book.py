@@ -1,4 +1,4 @@
-"""What the chapters share besides the library: their parameters, and which model their results show.
+"""What the chapters share besides the library: their parameters, their data, and which model their results show.
 
 Parameters. Every chapter's `parameters` cell declares typed knobs (``size: int = 64``), which
 papermill may override: ``papermill chapter.ipynb out.ipynb -p smoke false``. papermill's command
@@ -15,11 +15,20 @@ pictures and numbers meant to show that come from the published model of the cha
 short run, said just as plainly, with the way to get the real ones. The chapters' `published`
 parameter decides: "auto" (the published model when its file is here), "none" (always the
 chapter's own run), or a model name (that model for its stage, downloaded if need be).
+
+Data. `load_split_or_offline` is the data choice of the chapters that train nothing: the
+source asked for, else scikit-image's offline photos, said in one line.
+
+The book itself. `find_book` locates the chapters (from the working directory: an installed
+package has no book beside it), `declared_parameters` is the one reader of a notebook's
+`parameters` cell (the book build and the grader pass a chapter only the names it declares),
+and `SMOKE_PARAMETERS` is the smallest run of every cell, used by both.
 """
 
 from __future__ import annotations
 
-import math
+import ast
+import json
 import sys
 import types
 import typing
@@ -33,12 +42,81 @@ import torch
 from torch import nn
 
 from . import hub
-from .data import SOURCES, shared_data_dir
+from .data import SOURCES, DataUnavailableError, load_split, shared_data_dir
 from .io import SkippedImageWarning, list_images, scan_images
 from .models import AUTO, IMAGENET, check_size
 from .recipes import val_batches
 from .runtime import pick_device
+
 PRETRAINED_CHOICES = (AUTO, IMAGENET, "none")
+# The smallest run that executes every cell of every chapter on a CPU in seconds: CI's book build
+# (`tools/build_book.py --smoke`) and the grader (`colorlab.grading`) pass each chapter the ones it declares.
+SMOKE_PARAMETERS: dict[str, Any] = {
+    "size": 64,
+    "epochs": 1,
+    "pretrain_epochs": 1,
+    "n_images": 16,
+    "batch_size": 8,
+    "device": "cpu",
+    "data": "offline",
+    "seed": 0,
+    "smoke": True,
+}
+
+
+def find_book(book: str | Path | None = None) -> Path:
+    """The folder of the book's chapters: `book` when given, else ``book/`` of the repository around the cwd.
+
+    Searched from the working directory up, for a folder holding ``_toc.yml`` and ``book/`` (the
+    repository root): a pip-installed colorlab has no book beside its code, so the package's own
+    location says nothing. Raises FileNotFoundError with a one-line message otherwise.
+    """
+    if book is not None:
+        if not Path(book).is_dir():
+            raise FileNotFoundError(f"{book} is not a folder of chapters")
+        return Path(book)
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file() and (folder / "book").is_dir():
+            return folder / "book"
+    raise FileNotFoundError(f"no book here: {here} is not inside a colorlab repository (a folder with _toc.yml "
+                            "and book/); run from the repository or name the chapters' folder (--book DIR)")
+
+
+def declared_parameters(notebook: str | Path | Mapping[str, Any]) -> list[str]:
+    """The names the notebook's ``parameters``-tagged cell assigns at top level (``size: int = 64``), in order.
+
+    `notebook` is a path or a notebook already read (a dict, or nbformat's node). No parameters
+    cell, or one that is not valid Python, declares nothing: the chapter then gets no override,
+    and executing it shows the error where it is.
+    """
+    nb = json.loads(Path(notebook).read_text(encoding="utf-8")) if isinstance(notebook, (str, Path)) else notebook
+    cell = next((cell for cell in nb["cells"] if "parameters" in cell.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        return []
+    source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    assignments = [node for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))]
+    targets = [target for node in assignments
+               for target in (node.targets if isinstance(node, ast.Assign) else [node.target])]
+    names = [name.id for target in targets for name in ast.walk(target) if isinstance(name, ast.Name)]
+    return sorted(set(names), key=names.index)
+
+
+def load_split_or_offline(data: str, n_images: int, seed: int) -> tuple[list[Path], list[Path], str]:
+    """(train files, validation files, source used): the chapter's `data`, or "offline" when it is not reachable here.
+
+    The chapters that train nothing (1 to 4) must run anywhere, so a COCO download that fails
+    offline falls back to scikit-image's photos, and the chapter says so in one line.
+    """
+    try:
+        return (*load_split(data, n_images, seed=seed), data)
+    except DataUnavailableError as err:
+        print(f"data={data!r} is not available here, so this chapter uses data='offline': {' '.join(str(err).split())}")
+        return (*load_split("offline", n_images, seed=seed), "offline")
 
 
 class ParameterError(ValueError):
@@ -168,9 +246,6 @@ def installed() -> str:
 # a chapter's training stage -> the published model of that stage, without its "-SIZE"
 STAGE_MODELS = {"baseline": "baseline", "pretrain": "resnet18-l1", "gan": "resnet18-gan"}
 SHOWCASE_PHOTOS = 32  # validation photos a chapter shows a published model on (all of them in chapter 8)
-# "a brown cast": the mean predicted colour is this many Lab units further from grey than the photos' mean
-# colour, at an orange-to-yellow hue angle (degrees in the a-b plane; brown is a dark orange)
-BROWN_MARGIN, BROWN_HUES = 1.0, (20.0, 100.0)
 
 
 @dataclass
@@ -247,77 +322,6 @@ def held_out_batches(size: int, device: str | torch.device, n_photos: int | None
     return val_batches(files, size, device), f"{len(files)} held-out photos of ../shared/data/photos/val (COCO val2017)"
 
 
-@torch.no_grad()
-def mean_ab(model: nn.Module | None, batches: list) -> tuple[float, float]:
-    """The mean (a, b) in Lab units of a model's predictions over `batches`; with None, of the true colours."""
-    from .color import AB_SCALE
-
-    ab = torch.cat([(model.eval()(L).float().clamp(-1, 1) if model is not None else ab) for L, ab in batches])
-    a, b = (ab.mean(dim=(0, 2, 3)) * AB_SCALE).tolist()
-    return a, b
-
-
-def read_against_seed(results: dict[str, dict], models: dict[str, nn.Module], batches: list) -> str:
-    """Chapter 8's reading of the three published models against the seed's claims, from their numbers.
-
-    `results` and `models` are keyed "baseline", "L1 only", "L1 + GAN". Each paragraph says
-    whether the numbers agree with the seed; none of the numbers is typed in by hand.
-    "Brown" is tested on the mean predicted colour (BROWN_MARGIN, BROWN_HUES).
-    """
-    base, l1, gan = (results[name] for name in ("baseline", "L1 only", "L1 + GAN"))
-    (a_base, b_base), (a_true, b_true) = mean_ab(models["baseline"], batches), mean_ab(None, batches)
-    cast, true_cast = math.hypot(a_base, b_base), math.hypot(a_true, b_true)
-    hue = math.degrees(math.atan2(b_base, a_base))
-    brown = cast > true_cast + BROWN_MARGIN and BROWN_HUES[0] <= hue <= BROWN_HUES[1]
-    least = min(results, key=lambda name: results[name]["colourfulness"])
-    best_psnr = max(results, key=lambda name: results[name]["psnr"])
-
-    def verdict(agrees: bool) -> str:
-        return "the numbers agree" if agrees else "**here the numbers disagree with the seed**"
-
-    return "\n\n".join([
-        f"**Baseline: brown tones and spills.** The seed finds the U-Net from scratch brownish. Its mean "
-        f"predicted colour is a = {a_base:+.1f}, b = {b_base:+.1f} (a cast of chroma {cast:.1f} at hue {hue:.0f}°), "
-        f"the photos' a = {a_true:+.1f}, b = {b_true:+.1f} (chroma {true_cast:.1f}): "
-        f"{'a' if brown else 'no'} stronger orange-brown cast than the truth, so {verdict(brown)}. Its dCF is "
-        f"{base['dCF']:+.1f}. No number here measures colour spilling across edges: look for it in the grid.",
-        f"**L1 only: greyish when unsure.** Its colourfulness is {l1['colourfulness']:.1f} against the "
-        f"photos' {l1['colourfulness_true']:.1f} (dCF {l1['dCF']:+.1f}), and the least colourful of the three "
-        f"is {least}: {verdict(l1['dCF'] < 0 and least == 'L1 only')}. PSNR ranks {best_psnr} first "
-        f"({results[best_psnr]['psnr']:.2f} dB), as section 4 predicts for cautious colours.",
-        f"**L1 + GAN: more vivid.** The GAN stage moves the colourfulness from {l1['colourfulness']:.1f} to "
-        f"{gan['colourfulness']:.1f} (dCF {gan['dCF']:+.1f}): "
-        f"{verdict(gan['colourfulness'] > l1['colourfulness'])}"
-        + (", and it overshoots: louder than the photos themselves" if gan["dCF"] > 0 else "")
-        + f". Its PSNR {'drops' if gan['psnr'] < l1['psnr'] else 'rises'} from {l1['psnr']:.2f} to "
-          f"{gan['psnr']:.2f} dB" + (": the price of committing to colours that are sometimes wrong."
-                                     if gan["psnr"] < l1["psnr"] else "."),
-    ])
-
-
-def metrics_table(results: dict[str, dict]):
-    """Chapter 8's results table (a pandas DataFrame): one row per model, then the ground truth's row.
-
-    Beside the quality metrics it shows the over-saturation diagnostics of `colorlab.evaluate`
-    in percent of pixels (raw ab outside [-1, 1]; chroma above `evaluate.HIGH_CHROMA`), the
-    symptom of the GAN stage's red blotches (chapter 7).
-    """
-    import pandas as pd
-
-    from .evaluate import HIGH_CHROMA
-
-    columns = {"psnr": "PSNR (dB)", "ssim": "SSIM", "colourfulness": "colourfulness", "dCF": "dCF",
-               "saturation": "saturation", "ab_out_of_range": "ab outside [-1, 1] (%)",
-               "high_chroma": f"chroma > {HIGH_CHROMA:.0f} (%)"}
-    table = pd.DataFrame(results).T[list(columns)].astype(float)
-    table[["ab_out_of_range", "high_chroma"]] *= 100
-    table = table.rename(columns=columns)
-    truth = next(iter(results.values()))  # the ground-truth columns are the same in every row
-    table.loc["ground truth"] = [float("inf"), 1.0, truth["colourfulness_true"], 0.0, truth["saturation_true"],
-                                 0.0, 100 * truth["high_chroma_true"]]
-    return table
-
-
-__all__ = ["ParameterError", "RULES", "Showcase", "check_parameters", "held_out_batches", "installed", "mean_ab",
-           "metrics_table", "parameter_problems", "published_name", "read_against_seed", "showcase",
-           "why_not_published"]
+__all__ = ["SMOKE_PARAMETERS", "ParameterError", "RULES", "Showcase", "check_parameters", "declared_parameters",
+           "find_book", "held_out_batches", "installed", "load_split_or_offline", "parameter_problems",
+           "published_name", "showcase", "why_not_published"]

@@ -1,6 +1,6 @@
 """Decode and resize every image once, into a uint8 array on disk, instead of every epoch.
 
-The seed opened, decoded and resized each JPEG again in every epoch. `CachedImages` does
+The reference tutorial opened, decoded and resized each JPEG again in every epoch. `CachedImages` does
 that work once, stores the result as one ``.npy`` file of shape (N, 3, size, size) uint8,
 and from then on reads it through a memory map: a batch is one fancy-index into the page
 cache, fast enough for a DataLoader without worker processes.

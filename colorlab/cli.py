@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {"train": _train, "colorize": _colorize, "experiment": _experiment,
                 "assignments": lambda a: a.func(a), "models": lambda a: a.func(a)}
+    from .assignments_cli import MissingExtraError
     from .data import DataUnavailableError
     from .hub import PublishedModelError
     from .models import WeightsUnavailableError
@@ -200,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     # Our own clear messages (ImageLoadError and CheckpointError are ValueErrors), and the
     # system's (missing file, permission denied, disk full): one line, no traceback.
     expected = (ValueError, OSError, DataUnavailableError, WeightsUnavailableError, NonFiniteLossError,
-                PublishedModelError)
+                PublishedModelError, MissingExtraError)
     try:
         with _skipped_images_one_per_line(f"colorlab {args.command}"):
             return handlers[args.command](args)

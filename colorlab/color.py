@@ -2,7 +2,7 @@
 
 The network sees lightness L (0..100) and predicts the two colour channels a, b
 (roughly -128..127). Doing the conversion in torch, on a whole batch at once, lets it
-run on the GPU instead of per image on the CPU (the seed tutorial's bottleneck).
+run on the GPU instead of per image on the CPU (the reference tutorial's bottleneck).
 
 Conventions follow scikit-image (D65 white point, 2-degree observer), so
 `rgb_to_lab` agrees with `skimage.color.rgb2lab` to well under 0.5 Delta-E.

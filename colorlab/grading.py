@@ -11,7 +11,6 @@ This executes student code: grade in a container or an account with nothing to l
 
 from __future__ import annotations
 
-import ast
 import copy
 import csv
 import json
@@ -27,10 +26,8 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 
 from .assignments import (
-    BOOK_DIR,
     EXERCISE_TIMEOUT,
     MAX_OUTPUT_BYTES,
-    SMOKE_PARAMETERS,
     _is_locked,
     _nbgrader,
     book_notebooks,
@@ -38,9 +35,8 @@ from .assignments import (
     graded_cells,
     student_version,
 )
+from .book import SMOKE_PARAMETERS, declared_parameters
 from .integrity import NameResolver, check_cell, python_source
-
-
 
 @dataclass(frozen=True)
 class Exercise:
@@ -113,18 +109,6 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _declared_names(source: str) -> set[str]:
-    """Names assigned at the top level of a `parameters` cell (``size = 256``, ``seed: int = 0``)."""
-    tree = python_source(source)
-    targets = []
-    for node in tree.body if tree else []:
-        if isinstance(node, ast.Assign):
-            targets += node.targets
-        elif isinstance(node, ast.AnnAssign):
-            targets.append(node.target)
-    return {name.id for target in targets for name in ast.walk(target) if isinstance(name, ast.Name)}
-
-
 def grading_notebook(
     submission: NotebookNode, source: NotebookNode, parameters: Mapping[str, Any] = SMOKE_PARAMETERS
 ) -> NotebookNode:
@@ -140,9 +124,9 @@ def grading_notebook(
         original = teacher.get(_nbgrader(cell).get("grade_id"))
         if original is not None:
             nb.cells[index] = copy.deepcopy(original)
+    declared = declared_parameters(nb)
     for index, cell in enumerate(nb.cells):
         if "parameters" in cell.metadata.get("tags", []):
-            declared = _declared_names(cell.source)
             overrides = [f"{name} = {value!r}" for name, value in parameters.items() if name in declared]
             if overrides:
                 source_text = "\n".join(["# Smoke parameters injected by colorlab's grader", *overrides])
@@ -287,11 +271,11 @@ def _score(exercise: Exercise, cell: NotebookNode | None) -> tuple[float, str | 
     return exercise.points, None
 
 
-def teacher_notebook(name: str, book_dir: Path = BOOK_DIR) -> Path:
-    """The book's notebook called `name`: the default answer key for a submission of that name."""
+def teacher_notebook(name: str, book_dir: str | Path | None = None) -> Path:
+    """The book's notebook called `name` (book: `colorlab.book.find_book`): the default answer key for a submission."""
     matches = [path for path in book_notebooks(book_dir) if path.name == name]
     if len(matches) != 1:
-        raise FileNotFoundError(f"expected one notebook named {name} under {book_dir}, found {len(matches)}")
+        raise FileNotFoundError(f"expected one notebook named {name} in the book, found {len(matches)}")
     return matches[0]
 
 
@@ -303,16 +287,18 @@ def grade(
     exercise_timeout: int = EXERCISE_TIMEOUT,
     max_output_bytes: int = MAX_OUTPUT_BYTES,
     parameters: Mapping[str, Any] = SMOKE_PARAMETERS,
+    book_dir: str | Path | None = None,
 ) -> GradeReport:
     """Run a student's notebook against the teacher's tests and score every exercise.
 
     The teacher's own cells may take `timeout` seconds each (the chapter trains a model); cells
     the student wrote, solution and tests cells get `exercise_timeout`. The kernel starts in the
     teacher notebook's folder, so relative paths resolve as in the book. Raises only for a bad
-    answer key; anything wrong with the submission becomes a reason in the report.
+    answer key; anything wrong with the submission becomes a reason in the report. Without
+    `source_path`, the answer key is the notebook of the same name in the book (`book_dir`).
     """
     submission_path = Path(submission_path)
-    source_path = Path(source_path) if source_path else teacher_notebook(submission_path.name)
+    source_path = Path(source_path) if source_path else teacher_notebook(submission_path.name, book_dir)
     source = nbformat.read(source_path, as_version=4)
     graded = exercises(source)
     try:

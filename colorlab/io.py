@@ -35,7 +35,8 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm  # plain text bars: notebooks without ipywidgets too
 
-from colorlab.color import rgb_to_lab
+from .color import normalize_lab, rgb_to_lab
+from .evaluate import chroma
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 # The PIL decoders matching IMAGE_EXTENSIONS. Naming them stops a renamed file from reaching an
@@ -240,7 +241,7 @@ def _float_to_rgb(values: np.ndarray) -> Image.Image:
 
 
 def mean_chroma(img: Image.Image) -> float:
-    """Mean colourfulness sqrt(a^2 + b^2) in Lab: about 0 for a grey picture, 10-20 for a typical photo.
+    """Mean chroma sqrt(a^2 + b^2) in Lab (`evaluate.chroma`): about 0 for a grey picture, 10-20 for a typical photo.
 
     Measured on a copy shrunk to short side 64 (box filter), so it costs the same for any size.
     """
@@ -250,8 +251,8 @@ def mean_chroma(img: Image.Image) -> float:
         size = (max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale)))
         rgb = rgb.resize(size, Image.Resampling.BOX)
     pixels = torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    ab = rgb_to_lab(pixels)[1:]
-    return ab.square().sum(dim=0).sqrt().mean().item()
+    _, ab = normalize_lab(rgb_to_lab(pixels[None]))
+    return chroma(ab).mean().item()  # sRGB's ab stays inside chroma's clamp to [-1, 1]: nothing is cut
 
 
 def is_grayscale(img: Image.Image, threshold: float = GRAYSCALE_CHROMA) -> bool:

@@ -10,7 +10,6 @@ import torch
 from PIL import Image
 
 torch.set_num_threads(2)
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def smooth_color_image(rng: np.random.Generator, side: int = 48) -> Image.Image:
@@ -31,9 +30,13 @@ def photo_folder(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def shared_data() -> Path:
-    if not (SHARED / "photos").is_dir():
-        pytest.skip("../shared/data is not present on this machine")
-    return SHARED
+    """The project's photo set, found as colorlab finds it (`data.shared_data_dir`); the test is skipped without it."""
+    from colorlab.data import shared_data_dir
+
+    root = shared_data_dir()
+    if root is None:
+        pytest.skip("../shared/data (or $COLORLAB_SHARED_DATA) is not present on this machine")
+    return root
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,6 @@ import nbformat
 import pytest
 
 from colorlab.assignments import (
-    SMOKE_PARAMETERS,
     build_assignments,
     graded_cells,
     graded_chapters,
@@ -26,6 +25,7 @@ from colorlab.assignments import (
 )
 from colorlab.assignments import tests_cell as make_tests_cell  # not collected as a test
 from colorlab.assignments_cli import add_cli
+from colorlab.book import SMOKE_PARAMETERS
 from colorlab.grading import grade, grading_notebook
 
 DEMO = Path(__file__).parent / "fixtures" / "assignment_demo.ipynb"

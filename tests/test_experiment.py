@@ -1,4 +1,4 @@
-"""The three-model experiment end to end at toy size (the real run needs a GPU: configs/seed.yaml)."""
+"""The three-model experiment end to end at toy size (the real run needs a GPU: configs/reference.yaml)."""
 
 import hashlib
 import json
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_seed_config_parses_and_unknown_keys_are_refused(tmp_path):
-    config = ExperimentConfig.from_yaml(ROOT / "configs" / "seed.yaml")
+    config = ExperimentConfig.from_yaml(ROOT / "configs" / "reference.yaml")
     assert (config.size, config.batch_size, config.pretrain_epochs, config.gan_epochs) == (256, 16, 20, 20)
     (tmp_path / "bad.yaml").write_text("size: 64\nlearning_rate: 3\n")
     with pytest.raises(ValueError, match="unknown settings learning_rate"):

@@ -1,4 +1,5 @@
-"""The fast path (image cache, Lab on the device, compiled networks) computes what the seed's pipeline computes."""
+"""The fast path (image cache, Lab on the device, compiled networks) computes what the reference tutorial's
+pipeline computes."""
 
 import copy
 import importlib.util
@@ -98,7 +99,7 @@ def test_loader_fetches_a_batch_by_one_read_and_workers_reopen_the_map(files, ca
 
 
 def reference_batch(rgb_uint8: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The seed's conversion: scikit-image rgb2lab per image, L / 50 - 1, ab / 110."""
+    """The reference tutorial's conversion: scikit-image rgb2lab per image, L / 50 - 1, ab / 110."""
     lab = torch.from_numpy(np.stack([rgb2lab(image.permute(1, 2, 0).numpy()) for image in rgb_uint8]).astype("float32"))
     lab = lab.permute(0, 3, 1, 2)
     return lab[:, :1] / 50.0 - 1.0, lab[:, 1:] / 110.0

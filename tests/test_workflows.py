@@ -98,10 +98,11 @@ def test_gpu_book_runs_every_chapter_with_the_seeds_full_setting_on_a_gpu_runner
     words = shlex.split(build["run"])
     assert words[words.index("--device") + 1] == "cuda"
     parameters = {words[i + 1]: build_book.parse_value(words[i + 2]) for i, word in enumerate(words) if word == "-p"}
-    seed = yaml.safe_load((ROOT / "configs" / "seed.yaml").read_text(encoding="utf-8"))
-    assert parameters["size"] == seed["size"] and parameters["batch_size"] == seed["batch_size"]
-    assert parameters["epochs"] == seed["gan_epochs"] and parameters["pretrain_epochs"] == seed["pretrain_epochs"]
-    assert parameters["data"] == "coco" and parameters["n_images"] == 10_000  # the seed's COCO sample
+    reference = yaml.safe_load((ROOT / "configs" / "reference.yaml").read_text(encoding="utf-8"))
+    assert parameters["size"] == reference["size"] and parameters["batch_size"] == reference["batch_size"]
+    assert parameters["epochs"] == reference["gan_epochs"]
+    assert parameters["pretrain_epochs"] == reference["pretrain_epochs"]
+    assert parameters["data"] == "coco" and parameters["n_images"] == 10_000  # the reference tutorial's COCO sample
     declared = set().union(*(build_book.declared_parameters(chapter) for chapter in build_book.toc_chapters()))
     assert set(parameters) <= declared, "build_book.py exits 2 on a parameter no chapter declares"
     (upload,) = _uses(gpu, "actions/upload-artifact")

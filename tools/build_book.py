@@ -37,8 +37,8 @@ import papermill
 import yaml
 from papermill.exceptions import PapermillExecutionError
 
-from colorlab.assignments import SMOKE_PARAMETERS  # the smallest run of every cell, as the grader uses
 from colorlab.assignments import publish_exercises
+from colorlab.book import SMOKE_PARAMETERS, declared_parameters  # the grader uses the same two
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")  # what the staging folder gets
@@ -90,11 +90,6 @@ def parse_value(text: str) -> Any:
         except ValueError:
             pass
     return text
-
-
-def declared_parameters(notebook: Path) -> set[str]:
-    """Names assigned in the notebook's `parameters` cell."""
-    return set(papermill.inspect_notebook(str(notebook)))
 
 
 def execute_chapter(notebook: Path, output: Path, parameters: dict[str, Any]) -> None:

@@ -63,7 +63,7 @@ def generator_spec(arch: str, size: int, output: str | None = None) -> dict:
 
 def build_generator(arch: str, size: int = 256, weights: str | Path | None = None,
                     output: str | None = None) -> nn.Module:
-    """The generator named `arch` for `size` px images, weights initialised as in the seed.
+    """The generator named `arch` for `size` px images, weights initialised as in the reference tutorial.
 
     The baseline gets N(0, 0.02) init; `weights` and `output` apply to "resnet18" only (see
     resnet18_unet and generator_spec).

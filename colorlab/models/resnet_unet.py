@@ -61,7 +61,7 @@ def resnet18_unet(size: int = 256, weights: str | Path | None = IMAGENET, out_ch
     (random init, works offline), "auto" (ImageNet if possible, else None with a warning), or
     the path of a torchvision resnet18 state dict. `.pretrained` on the result says which.
 
-    output: "linear" leaves the last convolution's values as they are (the seed's network: an
+    output: "linear" leaves the last convolution's values as they are (the reference tutorial's network: an
     adversarial loss can then push a/b far outside the gamut, which `denormalize_lab` clamps to
     the most saturated colour); "tanh" bounds them to (-1, 1), like the baseline U-Net. tanh has
     no parameters and tanh(x) ~ x for the small ab an L1-trained model predicts, so the same
