@@ -33,10 +33,9 @@ import torch
 from torch import nn
 
 from . import hub
-from .data import SOURCES, shared_data_dir
+from .data import SOURCES, shared_data_dir, val_batches
 from .io import SkippedImageWarning, list_images, scan_images
 from .models import AUTO, IMAGENET, check_size
-from .recipes import val_batches
 from .runtime import pick_device
 PRETRAINED_CHOICES = (AUTO, IMAGENET, "none")
 
