@@ -132,7 +132,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "aut
                STAGES["GAN fine-tuning"][0]: resnet.seconds["gan"]}
     models = {"baseline": baseline.generator,
               # the end of pretraining, kept by its checkpoint (deepcopy fails on DynamicUnet's hooks)
-              "L1-pretrained": load_generator(checkpoints / "resnet18_pretrain.pt", map_location=device)[0],
+              "L1-pretrained": load_generator(resnet.checkpoints["pretrain"], map_location=device)[0],
               "pretrained+GAN": resnet.generator}
 
     summary = {

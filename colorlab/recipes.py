@@ -39,11 +39,13 @@ REFERENCE_EPOCHS = TrainConfig.epochs  # epochs of every stage in the reference 
 
 
 class Trained(NamedTuple):
-    """What `train_recipe` returns: the trained generator, and per stage its history and wall-clock seconds here."""
+    """What `train_recipe` returns: the trained generator, and per stage its history, the wall-clock seconds
+    this call spent on it, and its checkpoint (which keeps the generator as that stage left it)."""
 
     generator: nn.Module
     histories: dict[str, History]
     seconds: dict[str, float]
+    checkpoints: dict[str, Path]
 
 
 def recipe_generator(recipe: str, size: int, weights: str | None = None, output: str | None = None,
@@ -102,7 +104,7 @@ def train_recipe(recipe: str, train_files: list[Path], out: str | Path, *, size:
         histories[stage] = fit(build_stage(stage, generator, config, objective), loader, device=device,
                                checkpoint_path=checkpoints[stage], resume=resume, progress=progress)
         seconds[stage] = time.perf_counter() - began
-    return Trained(generator, histories, seconds)
+    return Trained(generator, histories, seconds, checkpoints)
 
 
 @dataclass
@@ -151,7 +153,7 @@ def run(config: RunConfig) -> dict:
     train_files, val_files = load_split(config.data, config.n_images, seed=config.seed,
                                         max_side=LOAD_SIDE_FACTOR * config.size)
     out = Path(config.out)  # created only once the data is known to be usable
-    generator, histories, _ = train_recipe(
+    generator, histories, *_ = train_recipe(
         config.recipe, train_files, out, size=config.size, epochs=config.stage_epochs, batch_size=config.batch_size,
         seed=config.seed, weights=config.weights, init=config.init,
         overrides={"gan": dict(gan_mode=config.gan_mode, lambda_l1=config.lambda_l1)}, device=device,
