@@ -66,9 +66,11 @@ def train_recipe(recipe: str, train_files: list[Path], out: str | Path, *, size:
                  cache: bool = True, num_workers: int | None = None, prefix: str = "") -> Trained:
     """Train `recipe`'s `stages` (all by default) in order on `train_files`, each into `out/<prefix><stage>.pt`.
 
-    Seeds torch with `seed`, then builds the recipe's generator (unless `generator` continues
-    one, e.g. chapter 7's GAN stage after chapter 6's pretraining) and each stage's networks
-    when that stage starts. `epochs` maps each stage to its epochs; `overrides` a stage to
+    Seeds torch with `seed` and builds the recipe's generator (unless `generator` continues one,
+    e.g. chapter 7's GAN stage after chapter 6's pretraining), then seeds again before each stage
+    builds its networks (the GAN stage's discriminator): a stage starts the same whether the
+    stages before it ran in this call, in an earlier one or were resumed, so chapters 6 and 7
+    trained one stage each give `colorlab train`'s run. `epochs` maps each stage to its epochs; `overrides` a stage to
     changes of its settings (`colorlab.stages.stage_config`). With `resume`, every stage's
     checkpoint is checked before the first one trains, and each stage continues from its own
     (a finished one returns its stored history at once). `cache` decodes every image once
@@ -101,6 +103,7 @@ def train_recipe(recipe: str, train_files: list[Path], out: str | Path, *, size:
             from .classify import objective_for
 
             objective = objective_for(generator, train_files, size)
+        torch.manual_seed(seed)
         histories[stage] = fit(build_stage(stage, generator, config, objective), loader, device=device,
                                checkpoint_path=checkpoints[stage], resume=resume, progress=progress)
         seconds[stage] = time.perf_counter() - began
