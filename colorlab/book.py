@@ -331,7 +331,7 @@ def train_chapter(recipe: str, train_files: list[Path], *, epochs: Mapping[str, 
                   seed: int, data: str, n_images: int | None, run_root: str, device: str | torch.device,
                   pretrained: str = "none", smoke: bool = False, stages: tuple[str, ...] | None = None,
                   generator: nn.Module | None = None) -> Trained:
-    """Train (or resume) `stages` of `recipe` in the run folder chapters 5-9 share for these parameters.
+    """Train (or resume) `stages` of `recipe` in the run folder chapters 5-8 share for these parameters.
 
     The same `colorlab.recipes.train_recipe` as `colorlab train`, with its image cache; the run
     folder (`colorlab.runs.chapter_run_dir`) is the one `colorlab train --run-root` writes, so a
@@ -343,7 +343,7 @@ def train_chapter(recipe: str, train_files: list[Path], *, epochs: Mapping[str, 
                            batch_size=batch_size, seed=seed, weights=chapter_weights(pretrained, smoke),
                            device=device, progress=False)
     for stage, history in trained.histories.items():
-        print(f"{recipe} {stage}: {len(history)} epochs in {trained.checkpoints[stage]} "
+        print(f"{recipe} {stage}: {len(history)} epoch(s) in {trained.checkpoints[stage]} "
               f"({trained.seconds[stage]:.0f} s here; {sum(history['seconds']):.0f} s of training in all)")
     return trained
 
