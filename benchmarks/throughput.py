@@ -9,7 +9,7 @@
     `colorlab.train.fit` itself (mixed precision by GPU, channels_last and fused Adam on CUDA, losses read
     back every `log_every` steps), optionally with `--compile`.
 
-Both train the same networks (`colorlab.models`) with the same step (`colorlab.train.train_step`),
+Both train the same networks (`colorlab.models`) with the same step (`colorlab.stages.pix2pix_step`),
 so the difference is the pipeline around them. Reported: images/s of the GAN training step
 including data, for each generator; images/s of data loading alone (up to an (L, ab) batch on the
 device); peak GPU memory; the ratios. Warm-up steps are not timed; they also let the reference
@@ -46,7 +46,8 @@ from colorlab.io import SkippedImageWarning
 from colorlab.losses import LAMBDA_L1, GANLoss
 from colorlab.models import build_discriminator, build_generator
 from colorlab.runtime import pick_device, precision_policy
-from colorlab.train import TrainConfig, fit, train_step
+from colorlab.stages import GANStage, TrainConfig, pix2pix_step
+from colorlab.train import fit
 
 ARCHS = ("baseline", "resnet18")
 
@@ -131,7 +132,7 @@ def time_reference_train(arch: str, files: list[Path], args, device: torch.devic
     meters: dict[str, float] = {}
     clock = Clock(reference_loader(files, args, args.warmup + args.steps, device), args.warmup, device)
     for batch in clock:
-        losses = train_step(G, D, opt_g, opt_d, gan_loss, batch["L"].to(device), batch["ab"].to(device), LAMBDA_L1)
+        losses = pix2pix_step(G, D, opt_g, opt_d, gan_loss, batch["L"].to(device), batch["ab"].to(device), LAMBDA_L1)
         for key, value in losses.items():  # the tutorial's loss meters: .item() syncs with the device every step
             meters[key] = meters.get(key, 0.0) + value.item()
     return clock.seconds()
@@ -141,7 +142,7 @@ def time_fast_train(arch: str, cached: CachedImages, args, device: torch.device)
     """Seconds for `args.steps` steps of `colorlab.train.fit` itself, after `args.warmup` steps of the same run."""
     G, D = networks(arch, args.size, device)
     clock = Clock(fast_loader(cached, args.batch_size, args.warmup + args.steps), args.warmup, device)
-    fit(G, clock, TrainConfig(epochs=1, compile=args.compile), discriminator=D, device=device, progress=False)
+    fit(GANStage(G, TrainConfig(epochs=1, compile=args.compile), D), clock, device=device, progress=False)
     return clock.seconds()
 
 
@@ -176,11 +177,11 @@ def profile_fast(arch: str, cached: CachedImages, args, device: torch.device) ->
     from torch.profiler import ProfilerActivity, profile
 
     G, D = networks(arch, args.size, device)
-    config = TrainConfig(epochs=1, compile=args.compile)
-    fit(G, fast_loader(cached, args.batch_size, args.warmup), config, discriminator=D, device=device, progress=False)
+    stage = GANStage(G, TrainConfig(epochs=1, compile=args.compile), D)
+    fit(stage, fast_loader(cached, args.batch_size, args.warmup), device=device, progress=False)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profile(activities=activities) as prof:
-        fit(G, fast_loader(cached, args.batch_size, 3), config, discriminator=D, device=device, progress=False)
+        fit(stage, fast_loader(cached, args.batch_size, 3), device=device, progress=False)
     sort_by = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=sort_by, row_limit=15)
 

@@ -42,10 +42,11 @@ import torch
 from torch import nn
 
 from . import hub
-from .data import SOURCES, DataUnavailableError, load_split, shared_data_dir
+from .data import SOURCES, DataUnavailableError, load_split, shared_data_dir, val_batches
 from .io import SkippedImageWarning, list_images, scan_images
 from .models import AUTO, IMAGENET, check_size
-from .recipes import val_batches
+from .recipes import Trained, train_recipe
+from .runs import chapter_run_dir
 from .runtime import pick_device
 
 PRETRAINED_CHOICES = (AUTO, IMAGENET, "none")
@@ -322,6 +323,55 @@ def held_out_batches(size: int, device: str | torch.device, n_photos: int | None
     return val_batches(files, size, device), f"{len(files)} held-out photos of ../shared/data/photos/val (COCO val2017)"
 
 
-__all__ = ["SMOKE_PARAMETERS", "ParameterError", "RULES", "Showcase", "check_parameters", "declared_parameters",
-           "find_book", "held_out_batches", "installed", "load_split_or_offline", "parameter_problems",
-           "published_name", "showcase", "why_not_published"]
+# --- The chapters' training runs: the published model, else resume the run folder's checkpoint, else train ---
+
+
+def chapter_weights(pretrained: str, smoke: bool) -> str | None:
+    """The ResNet18 encoder weights of a chapter's `pretrained` parameter; a smoke run never downloads."""
+    return None if smoke or pretrained == "none" else pretrained
+
+
+def train_chapter(recipe: str, train_files: list[Path], *, epochs: Mapping[str, int], size: int, batch_size: int,
+                  seed: int, data: str, n_images: int | None, run_root: str, device: str | torch.device,
+                  pretrained: str = "none", smoke: bool = False, stages: tuple[str, ...] | None = None,
+                  generator: nn.Module | None = None) -> Trained:
+    """Train (or resume) `stages` of `recipe` in the run folder chapters 5-8 share for these parameters.
+
+    The same `colorlab.recipes.train_recipe` as `colorlab train`, with its image cache; the run
+    folder (`colorlab.runs.chapter_run_dir`) is the one `colorlab train --run-root` writes, so a
+    chapter resumes a command-line run or an earlier chapter's instead of training again.
+    Prints one line per stage: how many epochs it has, and how long this call trained.
+    """
+    run = chapter_run_dir(recipe, run_root, data, n_images, seed, size, pretrained)
+    trained = train_recipe(recipe, train_files, run, stages=stages, generator=generator, epochs=epochs, size=size,
+                           batch_size=batch_size, seed=seed, weights=chapter_weights(pretrained, smoke),
+                           device=device, progress=False)
+    for stage, history in trained.histories.items():
+        print(f"{recipe} {stage}: {len(history)} epoch(s) in {trained.checkpoints[stage]} "
+              f"({trained.seconds[stage]:.0f} s here; {sum(history['seconds']):.0f} s of training in all)")
+    return trained
+
+
+def published_or_train(stage: str, published: str, size: int, train: Callable[[], nn.Module],
+                       device: str | torch.device = "cpu") -> nn.Module:
+    """The published model of `stage` when `published` allows it and its file is here, else `train()`.
+
+    The pattern of the UvA deep-learning notebooks: a chapter that needs a trained model, not the
+    training itself, does not spend minutes on what has been trained already. `published` works
+    as in `showcase` ("auto", "none" or a model name); `train` is a chapter's `train_chapter`
+    call, which resumes its run folder's checkpoint when there is one and trains otherwise, and
+    prints which. Prints one line saying which model this is.
+    """
+    name = published_name(stage, published, size)
+    if name is None:
+        print(f"{stage}: this book's run ({why_not_published(stage, published, size)})")
+        return train()
+    model = hub.load_pretrained(name, device)
+    print(f"{stage}: the published model {model.published.describe()}")
+    return model
+
+
+__all__ = ["SMOKE_PARAMETERS", "ParameterError", "RULES", "Showcase", "chapter_weights", "check_parameters",
+           "declared_parameters", "find_book", "held_out_batches", "installed", "load_split_or_offline",
+           "parameter_problems", "published_name", "published_or_train", "showcase", "train_chapter",
+           "why_not_published"]

@@ -11,7 +11,8 @@ greyish). This module holds every piece, batched on the device:
 - `soft_encode`: a true ab map -> its 5 nearest bins with Gaussian weights (sigma 5);
 - `colour_prior` / `rebalancing_weights`: the smoothed bin frequencies of a photo set and
   the class-rebalancing weights w ~ ((1 - lambda) p + lambda / Q)^-1;
-- `ClassificationObjective`: the rebalanced cross-entropy, pluggable into `colorlab.train.fit`;
+- `ClassificationObjective`: the rebalanced cross-entropy, the objective of the "classify" stage
+  (`colorlab.stages.ObjectiveStage`; `new_classifier` and `objective_for` are what the recipe trains);
 - `decode`: annealed mean (T = 0.38), mode (T = 0) and mean (T = 1);
 - `build_classifier` / `ClassColorizer`: either generator with Q output channels, wrapped so
   that it outputs ab like the regression generators (evaluation, grids, colorize unchanged).
@@ -25,7 +26,6 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -38,10 +38,7 @@ from .checkpoint import CheckpointError, check_spec, load_checkpoint
 from .color import AB_SCALE, L_ab_to_rgb, rgb_to_lab
 from .data import CACHE_DIR, ImageDataset, to_model_batch
 from .evaluate import comparison_grid, evaluate, grayscale_rgb
-from .train import History, fit
 
-if TYPE_CHECKING:  # recipes imports this module when it runs the classification recipe
-    from .recipes import RunConfig
 
 GRID = 10  # ab bin spacing (Lab units), as in the paper
 SIGMA = 5.0  # Gaussian kernel of the soft encoding and of the prior's smoothing
@@ -180,7 +177,7 @@ def rebalanced_cross_entropy(logits: torch.Tensor, indices: torch.Tensor, target
 
 
 class ClassificationObjective:
-    """`colorlab.train.fit`'s objective for a Q-logit generator: (logits, true ab) -> losses.
+    """The \"classify\" stage's objective for a Q-logit generator: (logits, true ab) -> losses.
 
     "loss_G" (what is minimised) is the rebalanced cross-entropy; "loss_CE" the plain one, for
     the curves. The bins and weights are copied to the logits' device once, not every step.
@@ -279,7 +276,7 @@ class ClassColorizer(nn.Module):
 
 
 def load_classifier(path: str | Path, map_location: str | torch.device = "cpu") -> ClassColorizer:
-    """Rebuild a classifier saved by `colorlab.train.fit` (e.g. the classification recipe's classify.pt)."""
+    """Rebuild a classifier saved by the classification recipe (e.g. the classification recipe's classify.pt)."""
     state = load_checkpoint(path, map_location=map_location)
     spec = state["spec"]
     if spec.get("head") != "classification":
@@ -350,17 +347,16 @@ def decoding_grid(model: ClassColorizer, L: torch.Tensor, ab: torch.Tensor,
     return comparison_grid(columns, max_rows=max_rows)
 
 
-def train_classifier(train_files: list[Path], loader: DataLoader, config: RunConfig, checkpoint_path: str | Path,
-                     **fit_kwargs) -> tuple[ClassColorizer, History]:
-    """The classification recipe's one stage: prior of the training photos -> weights -> `fit` with the
-    rebalanced cross-entropy (Adam as in L1 pretraining). `config` is a `colorlab.recipes.RunConfig`."""
-    from .recipes import stage_config
+def new_classifier(size: int, weights: str | Path | None = None, init: str | Path | None = None) -> nn.Module:
+    """The classification recipe's network: ResNet18-DynamicUnet with one output per bin, started from `init`
+    (a regression checkpoint of the same size: every weight but the head) when given."""
+    net = build_classifier("resnet18", size, weights=weights, bins=gamut_bins())
+    if init:
+        init_from(net, init)
+    return net
 
-    bins = gamut_bins()
-    net = build_classifier("resnet18", config.size, weights=config.weights, bins=bins)
-    if config.init:
-        init_from(net, config.init)
-    objective = ClassificationObjective(bins, rebalancing_weights(colour_prior(train_files, config.size, bins)))
-    history = fit(net, loader, stage_config("pretrain", config.epochs, config.seed), checkpoint_path=checkpoint_path,
-                  objective=objective, **fit_kwargs)
-    return ClassColorizer(net), history
+
+def objective_for(net: nn.Module, train_files: list[Path], size: int) -> ClassificationObjective:
+    """The rebalanced cross-entropy of `net`'s bins, weighted by the colour prior of the training photos."""
+    bins = net.ab_bins.cpu()
+    return ClassificationObjective(bins, rebalancing_weights(colour_prior(train_files, size, bins)))

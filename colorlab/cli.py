@@ -15,6 +15,8 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+from .data import COCO_CAP
+from .losses import GAN_MODES
 from .models import IMAGENET
 from .recipes import RECIPES, RunConfig
 from .runtime import pick_device
@@ -34,24 +36,26 @@ def _device(value: str) -> str:
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train one of the seed's recipes and evaluate it",
+    p = sub.add_parser("train", help="train one of the reference tutorial's recipes and evaluate it",
                        description="Train a recipe; writes checkpoints, metrics.json, losses.png and samples.png.")
-    p.add_argument("--recipe", choices=RECIPES, default="resnet18")
+    p.add_argument("--recipe", choices=RECIPES, default=RunConfig.recipe)
     p.add_argument("--data", default=None,
-                   help="coco | offline | shared | a folder of photos (default: coco; offline with --offline)")
+                   help=f"coco | offline | shared | a folder of photos (default: {RunConfig.data}; offline with --offline)")
     p.add_argument("--offline", action="store_true",
                    help="no downloads: --data offline (unless --data names a local source) and --weights none")
-    p.add_argument("--n-images", type=int, default=None, help="cap on train+val images (default: all; coco: 10000)")
-    p.add_argument("--size", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=20, help="GAN epochs")
-    p.add_argument("--pretrain-epochs", type=int, default=20, help="L1-only epochs (resnet18 recipe)")
-    p.add_argument("--weights", type=_weights, default=IMAGENET,
-                   help="resnet18 backbone: imagenet | none | path/to/resnet18.pth (default: imagenet)")
-    p.add_argument("--gan-mode", choices=("vanilla", "lsgan"), default="vanilla")
-    p.add_argument("--lambda-l1", type=float, default=100.0)
+    p.add_argument("--n-images", type=int, default=None,
+                   help=f"cap on train+val images (default: all; coco: {COCO_CAP})")
+    p.add_argument("--size", type=int, default=RunConfig.size)
+    p.add_argument("--batch-size", type=int, default=RunConfig.batch_size)
+    p.add_argument("--epochs", type=int, default=RunConfig.epochs, help="GAN (or classification) epochs")
+    p.add_argument("--pretrain-epochs", type=int, default=RunConfig.pretrain_epochs,
+                   help="L1-only epochs (resnet18 recipe)")
+    p.add_argument("--weights", type=_weights, default=RunConfig.weights,
+                   help=f"resnet18 backbone: imagenet | none | path/to/resnet18.pth (default: {RunConfig.weights})")
+    p.add_argument("--gan-mode", choices=GAN_MODES, default=RunConfig.gan_mode)
+    p.add_argument("--lambda-l1", type=float, default=RunConfig.lambda_l1)
     p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:1 ...")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=RunConfig.seed)
     p.add_argument("--num-workers", type=int, default=None)
     p.add_argument("--out", default=None, help="run folder (default: runs/RECIPE)")
     p.add_argument("--run-root", default=None,
@@ -68,7 +72,7 @@ def _add_train(sub) -> None:
 def _offline_sources(args) -> tuple[str, str | None]:
     """(data, weights) of `train`: --offline keeps local choices and refuses the downloading ones."""
     if not args.offline:
-        return args.data or "coco", args.weights
+        return args.data or RunConfig.data, args.weights
     if args.data == "coco":
         raise ValueError("--offline cannot train on --data coco (a download); use offline, shared or a folder")
     weights = None if args.weights == IMAGENET else args.weights  # a local .pth file needs no download
@@ -77,12 +81,12 @@ def _offline_sources(args) -> tuple[str, str | None]:
 
 def _train(args) -> int:
     data, weights = _offline_sources(args)
-    n_images = args.n_images if args.n_images is not None else (10_000 if data == "coco" else None)
+    n_images = args.n_images if args.n_images is not None else (COCO_CAP if data == "coco" else None)
     out = args.out or f"runs/{args.recipe}"
     if args.run_root is not None:
         if args.out is not None:
             raise ValueError("give --out or --run-root, not both")
-        from .recipes import chapter_run_dir
+        from .runs import chapter_run_dir
 
         out = str(chapter_run_dir(args.recipe, args.run_root, data, n_images, args.seed, args.size, weights))
     config = RunConfig(recipe=args.recipe, data=data, n_images=n_images, size=args.size,
@@ -92,7 +96,7 @@ def _train(args) -> int:
                        num_workers=args.num_workers, cache=args.cache, init=args.init)
     from .recipes import run
 
-    if args.resume and not any((Path(config.out) / f"{stage}.pt").is_file() for stage in ("pretrain", "gan")):
+    if args.resume and not any((Path(config.out) / f"{stage}.pt").is_file() for stage in RECIPES[config.recipe]):
         print(f"colorlab train: no checkpoint in {config.out}/ to resume from; starting a new run", file=sys.stderr)
     summary = run(config)
     print(json.dumps(summary["metrics"], indent=1))
@@ -140,9 +144,9 @@ def _colorize(args) -> int:
 
 def _add_experiment(sub) -> None:
     p = sub.add_parser("experiment", help="train and compare baseline, L1-pretrained and pretrained+GAN",
-                       description="The seed's three-model comparison: trains all three on the same data, "
+                       description="The reference tutorial's three-model comparison: trains all three on the same data, "
                                    "evaluates them in one pass, writes metrics.json, grid.png and losses.png.")
-    p.add_argument("--config", required=True, help="a YAML file, e.g. configs/seed.yaml")
+    p.add_argument("--config", required=True, help="a YAML file, e.g. configs/reference.yaml")
     p.add_argument("--out", required=True, help="results folder (checkpoints go to OUT/checkpoints)")
     p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:1 ...")
     mode = p.add_mutually_exclusive_group()

@@ -28,6 +28,7 @@ SOURCES = ("offline", "shared", "coco")
 OFFLINE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 LOAD_SIDE_FACTOR = 4  # training decodes an image at most this many times its target size (see load_resized)
 CACHE_DIR = Path(os.environ.get("COLORLAB_CACHE", Path.home() / ".cache" / "colorlab"))
+COCO_CAP = 10_000  # the reference tutorial draws 10k of the COCO sample's ~20k photos
 
 
 class DataUnavailableError(RuntimeError):
@@ -77,7 +78,7 @@ def coco_sample() -> list[Path]:
     """fastai's COCO sample (URLs.COCO_SAMPLE), from which the seed draws its 10k images.
 
     The archive is 3.2 GB (3,245,877,008 bytes, as fastai/data/download_checks.py records it) and
-    holds about 20k images; `load_split("coco", 10_000)` draws 10k of them.
+    holds about 20k images; `load_split("coco")` draws `COCO_CAP` (10k) of them.
     """
     try:
         from fastai.data.external import URLs, untar_data
@@ -111,7 +112,7 @@ def load_split(
 
     `n_images` caps the total of *usable* images (train + val), drawn reproducibly: a bad
     file drawn is replaced by the next one of the draw. "shared" keeps its own val folder.
-    The seed's COCO run is `load_split("coco", 10_000)`: 8000 train, 2000 val. Pass the
+    The reference tutorial's COCO run is `load_split("coco")` (`COCO_CAP` = 10k photos): 8000 train, 2000 val. Pass the
     `max_side` the loader will decode at (`LOAD_SIDE_FACTOR * size`), so that a huge JPEG it
     can decode downscaled is not excluded as too large.
     Every file left out gets a `SkippedImageWarning` naming it, then one more gives the
@@ -134,7 +135,7 @@ def load_split(
     if data == "offline":
         files, where, n_images = offline_images(n_images or 64, seed=seed), "offline", None
     elif data == "coco":
-        files, where, n_images = coco_sample(), "coco", n_images or 10_000
+        files, where, n_images = coco_sample(), "coco", n_images or COCO_CAP
     else:
         folder = Path(data)
         if not folder.is_dir():
@@ -255,3 +256,21 @@ def to_model_batch(
     if flip_generator is not None:
         rgb = random_hflip(rgb, flip_generator)
     return rgb_to_L_ab(rgb.float() / 255.0)
+
+
+def train_loader(files: list[Path], size: int, batch_size: int, seed: int, cache: bool = True,
+                 num_workers: int | None = None, progress: bool = True) -> DataLoader:
+    """The training DataLoader; with `cache`, images are decoded and resized once (colorlab.cache)."""
+    if cache:  # batches are one read from a memory map: worker processes would only add overhead
+        from .cache import CachedImages  # colorlab.cache reads images with this module
+
+        return make_loader(CachedImages(files, size, progress=progress), batch_size, train=True, seed=seed,
+                           num_workers=num_workers or 0)
+    return make_loader(ImageDataset(files, size), batch_size, train=True, seed=seed, num_workers=num_workers)
+
+
+def val_batches(files: list[Path], size: int, device: torch.device | str,
+                batch_size: int = 16) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(L, ab) batches of `files` in a fixed order, without flips: for validation, or to look at training photos."""
+    loader = make_loader(ImageDataset(files, size), batch_size=batch_size, train=False, num_workers=0)
+    return [to_model_batch(rgb, device) for rgb in loader]

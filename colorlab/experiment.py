@@ -1,6 +1,6 @@
-"""The seed's comparison as one experiment: baseline vs L1-pretrained vs pretrained + GAN.
+"""The reference tutorial's comparison as one experiment: baseline vs L1-pretrained vs pretrained + GAN.
 
-`colorlab experiment --config configs/seed.yaml --out results/seed` trains the three models
+`colorlab experiment --config configs/reference.yaml --out results/reference` trains the three models
 on the same data, evaluates them on the same validation photos in one pass, and writes small
 artifacts meant to be committed (no weights): `metrics.json` (metrics per model, stage
 wall-clock times, command, commit, device), `losses.png`, `grid.png` (gray | baseline |
@@ -23,13 +23,13 @@ from . import hub
 from .checkpoint import load_generator
 from .colorize import colorize_image
 from .color import L_ab_to_rgb
-from .data import load_split, shared_data_dir
+from .data import load_split, shared_data_dir, val_batches
 from .evaluate import comparison_grid, evaluate, grayscale_rgb, predict_rgb
 from .io import list_images, load_rgb
-from .models import build_discriminator, build_generator
-from .recipes import loss_figure, stage_config, train_loader, val_batches
+from .models import OUTPUTS, check_size
+from .recipes import REFERENCE_EPOCHS, train_recipe
 from .runtime import pick_device
-from .train import fit, train_gan
+from .train import loss_figure
 
 MODELS = ("baseline", "L1-pretrained", "pretrained+GAN")
 # training stage (history key) -> (its key in "seconds", the stage's name in a published model's "epochs")
@@ -49,7 +49,7 @@ NO_LOSSES = ("losses.png is missing: the published files are generator-only chec
 
 @dataclass
 class ExperimentConfig:
-    """What the experiment trains; see configs/seed.yaml for the values used and why."""
+    """What the experiment trains; see configs/reference.yaml for the values used and why."""
 
     data: str = "shared"
     n_images: int | None = None
@@ -58,12 +58,34 @@ class ExperimentConfig:
     seed: int = 0
     weights: str | None = "auto"
     output: str | None = None  # the resnet18 output layer: None = today's default (tanh), "linear" = the first models
-    baseline_epochs: int = 20
-    pretrain_epochs: int = 20
-    gan_epochs: int = 20
+    baseline_epochs: int = REFERENCE_EPOCHS
+    pretrain_epochs: int = REFERENCE_EPOCHS
+    gan_epochs: int = REFERENCE_EPOCHS
     grid_rows: int = 8
     cache: bool = True
     notes: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse a bad setting in one line naming it, before any data is read or model trained."""
+        types = {"data": str, "size": int, "batch_size": int, "seed": int, "baseline_epochs": int,
+                 "pretrain_epochs": int, "gan_epochs": int, "grid_rows": int, "cache": bool, "notes": dict}
+        for name, kind in types.items():
+            value = getattr(self, name)
+            if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+                raise ValueError(f"{name} must be {kind.__name__}, got {value!r}")
+        for name in ("batch_size", "baseline_epochs", "pretrain_epochs", "gan_epochs", "grid_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.n_images is not None and (isinstance(self.n_images, bool) or not isinstance(self.n_images, int)
+                                          or self.n_images < 2):
+            raise ValueError(f"n_images must be an integer >= 2 (train + val) or null for all, got {self.n_images!r}")
+        if self.weights is not None and not isinstance(self.weights, str):
+            raise ValueError(f"weights must be auto, imagenet, null or a file, got {self.weights!r}")
+        if self.output not in (None, *OUTPUTS):
+            raise ValueError(f"output must be null or one of {', '.join(OUTPUTS)}, got {self.output!r}")
+        check_size(self.size)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ExperimentConfig":
@@ -71,7 +93,10 @@ class ExperimentConfig:
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"{path}: unknown settings {', '.join(sorted(unknown))}")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
 
 
 def _commit() -> str:
@@ -93,38 +118,26 @@ def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "aut
     out = Path(out)
     checkpoints = out / "checkpoints"
     train_files, val_files = load_split(config.data, config.n_images, seed=config.seed)
-    loader = train_loader(train_files, config.size, config.batch_size, config.seed, cache=config.cache,
-                          progress=progress)
-    common = dict(device=device, resume=True, progress=progress)
-    seconds, histories, models = {}, {}, {}
-
-    began = time.perf_counter()
-    torch.manual_seed(config.seed)
-    baseline = build_generator("baseline", config.size)
-    histories["baseline"] = train_gan(baseline, build_discriminator(), loader,
-                                      stage_config("gan", config.baseline_epochs, config.seed),
-                                      checkpoint_path=checkpoints / "baseline_gan.pt", **common)
-    seconds["baseline (cGAN + L1)"] = time.perf_counter() - began
-
-    began = time.perf_counter()
-    torch.manual_seed(config.seed)
-    resnet = build_generator("resnet18", config.size, weights=config.weights, output=config.output)
-    histories["L1 pretraining"] = fit(resnet, loader, stage_config("pretrain", config.pretrain_epochs, config.seed),
-                                      checkpoint_path=checkpoints / "resnet18_pretrain.pt", **common)
-    seconds["resnet18 L1 pretraining"] = time.perf_counter() - began
-    # a snapshot before the GAN stage (deepcopy fails on DynamicUnet's hooks after a forward pass)
-    models["L1-pretrained"] = load_generator(checkpoints / "resnet18_pretrain.pt", map_location=device)[0]
-
-    began = time.perf_counter()
-    histories["GAN fine-tuning"] = train_gan(resnet, build_discriminator(), loader,
-                                             stage_config("gan", config.gan_epochs, config.seed),
-                                             checkpoint_path=checkpoints / "resnet18_gan.pt", **common)
-    seconds["resnet18 GAN fine-tuning"] = time.perf_counter() - began
-    models = {"baseline": baseline, **models, "pretrained+GAN": resnet}
+    common = dict(size=config.size, batch_size=config.batch_size, seed=config.seed, device=device, resume=True,
+                  progress=progress, cache=config.cache)
+    baseline = train_recipe("baseline", train_files, checkpoints, epochs={"gan": config.baseline_epochs},
+                            prefix="baseline_", **common)
+    resnet = train_recipe("resnet18", train_files, checkpoints, weights=config.weights, output=config.output,
+                          epochs={"pretrain": config.pretrain_epochs, "gan": config.gan_epochs},
+                          prefix="resnet18_", **common)
+    histories = {"baseline": baseline.histories["gan"], "L1 pretraining": resnet.histories["pretrain"],
+                 "GAN fine-tuning": resnet.histories["gan"]}
+    seconds = {STAGES["baseline"][0]: baseline.seconds["gan"],
+               STAGES["L1 pretraining"][0]: resnet.seconds["pretrain"],
+               STAGES["GAN fine-tuning"][0]: resnet.seconds["gan"]}
+    models = {"baseline": baseline.generator,
+              # the end of pretraining, kept by its checkpoint (deepcopy fails on DynamicUnet's hooks)
+              "L1-pretrained": load_generator(resnet.checkpoints["pretrain"], map_location=device)[0],
+              "pretrained+GAN": resnet.generator}
 
     summary = {
         **_provenance(command, device, config),
-        "pretrained_backbone": bool(getattr(resnet, "pretrained", False)),
+        "pretrained_backbone": bool(getattr(resnet.generator, "pretrained", False)),
         "n_train": len(train_files), "n_val": len(val_files),
         "seconds": {stage: round(s, 1) for stage, s in seconds.items()},
         "metrics": _write_results(models, histories, val_files, config, out, device),

@@ -1,100 +1,129 @@
-"""The seed's two training recipes, end to end: data -> training stages -> evaluation -> files.
+"""The recipes as data, and the one function that trains them: `train_recipe`.
 
-- "baseline": the pix2pix U-Net from scratch, cGAN + lambda * L1 (20 epochs in the seed).
-- "resnet18": ResNet18-DynamicUnet, L1-only pretraining (20 epochs), then cGAN + L1 (20).
+A recipe is a named list of stages (`colorlab.stages`), each trained by `colorlab.train.fit`:
+
+- "baseline": the pix2pix U-Net from scratch, cGAN + lambda * L1 (20 epochs in the reference tutorial);
+- "resnet18": ResNet18-DynamicUnet, L1-only pretraining (20 epochs), then cGAN + L1 (20);
 - "classification": ResNet18-DynamicUnet with one output per ab bin, rebalanced cross-entropy
-  (`epochs` epochs, Adam as in L1 pretraining), decoded by the annealed mean (colorlab.classify);
-  `init` may name a regression checkpoint of the same size to start from.
+  (Adam as in L1 pretraining), decoded by the annealed mean (colorlab.classify); `init` may
+  name a regression checkpoint of the same size to start from.
 
-Each run writes into `out/`: `pretrain.pt` / `gan.pt` (checkpoints, resumable),
+`colorlab train` (`run`: train, evaluate, write the files), `colorlab experiment`, the chapters
+and tools/blotches.py all train through `train_recipe`. A run writes into `out/`: one
+checkpoint per stage (`pretrain.pt`, `gan.pt`, `classify.pt`; resumable), and with `run` also
 `history.json`, `metrics.json`, `losses.png` and `samples.png` (grayscale | prediction | truth).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
+from torch import nn
 
-from .cache import CachedImages
-from .data import LOAD_SIDE_FACTOR, ImageDataset, load_split, make_loader, to_model_batch
+from .data import COCO_CAP, LOAD_SIDE_FACTOR, load_split, train_loader, val_batches
 from .evaluate import evaluate, sample_grid
-from .models import AUTO, IMAGENET, build_discriminator, build_generator, check_size
+from .models import IMAGENET, build_generator, check_size
 from .runtime import pick_device
-from .train import PRETRAIN, History, TrainConfig, fit, resumable_state, train_gan
+from .stages import TrainConfig, build_stage, stage_config
+from .train import History, fit, loss_figure, resumable_state
 
-RECIPES = ("baseline", "resnet18", "classification")
-STAGES = ("pretrain", "gan")
-DEFAULT_RUN_ROOT = "runs/book"
-COLAB_DRIVE = Path("/content/drive/MyDrive")  # where Colab's drive.mount("/content/drive") puts your files
-
-
-def stage_config(stage: str, epochs: int, seed: int = 0, **overrides) -> TrainConfig:
-    """The seed's settings for a stage: "pretrain" (L1 only, Adam lr 1e-4) or "gan" (pix2pix, lr 2e-4, betas 0.5)."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGES)}")
-    base = PRETRAIN if stage == "pretrain" else {}
-    return TrainConfig(**(base | dict(epochs=epochs, seed=seed) | overrides))
+RECIPES: dict[str, tuple[str, ...]] = {"baseline": ("gan",), "resnet18": ("pretrain", "gan"),
+                                       "classification": ("classify",)}
+REFERENCE_EPOCHS = TrainConfig.epochs  # epochs of every stage in the reference tutorial
 
 
-def resolve_run_root(root: str | Path = AUTO) -> Path:
-    """Where the chapters keep their training runs: `root`, or for "auto" runs/book (relative to
-    the chapter), or, in Colab with Google Drive mounted, a Drive folder that survives a runtime reset.
+class Trained(NamedTuple):
+    """What `train_recipe` returns: the trained generator, and per stage its history, the wall-clock seconds
+    this call spent on it, and its checkpoint (which keeps the generator as that stage left it)."""
 
-    Chapter 7 finds chapter 6's checkpoint there after a reset; a `colorlab train` run folder
-    is reused by pointing `run_root` at the folder given to its `--run-root` (see `colorlab.recipes.run_dir`).
+    generator: nn.Module
+    histories: dict[str, History]
+    seconds: dict[str, float]
+    checkpoints: dict[str, Path]
+
+
+def recipe_generator(recipe: str, size: int, weights: str | None = None, output: str | None = None,
+                     init: str | Path | None = None) -> nn.Module:
+    """The untrained generator of `recipe` (random init; the resnet18 encoder from `weights`)."""
+    if recipe == "classification":
+        from .classify import new_classifier
+
+        return new_classifier(size, weights=weights, init=init)
+    return build_generator(recipe, size, weights=weights, output=output)
+
+
+def train_recipe(recipe: str, train_files: list[Path], out: str | Path, *, size: int, epochs: Mapping[str, int],
+                 batch_size: int = 16, seed: int = 0, stages: Sequence[str] | None = None,
+                 generator: nn.Module | None = None, weights: str | None = None, output: str | None = None,
+                 init: str | Path | None = None, overrides: Mapping[str, dict] | None = None,
+                 device: str | torch.device = "auto", resume: bool = True, progress: bool = True,
+                 cache: bool = True, num_workers: int | None = None, prefix: str = "") -> Trained:
+    """Train `recipe`'s `stages` (all by default) in order on `train_files`, each into `out/<prefix><stage>.pt`.
+
+    Seeds torch with `seed` and builds the recipe's generator (unless `generator` continues one,
+    e.g. chapter 7's GAN stage after chapter 6's pretraining), then seeds again before each stage
+    builds its networks (the GAN stage's discriminator): a stage starts the same whether the
+    stages before it ran in this call, in an earlier one or were resumed, so chapters 6 and 7
+    trained one stage each give `colorlab train`'s run. `epochs` maps each stage to its epochs; `overrides` a stage to
+    changes of its settings (`colorlab.stages.stage_config`). With `resume`, every stage's
+    checkpoint is checked before the first one trains, and each stage continues from its own
+    (a finished one returns its stored history at once). `cache` decodes every image once
+    (`colorlab.cache`), as `colorlab train` does.
     """
-    if str(root) != AUTO:
-        return Path(root)
-    if "google.colab" in sys.modules and COLAB_DRIVE.is_dir():
-        return COLAB_DRIVE / "colorlab" / "runs"
-    return Path(DEFAULT_RUN_ROOT)
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    stages = tuple(stages or RECIPES[recipe])
+    if unknown := [stage for stage in stages if stage not in RECIPES[recipe]]:
+        raise ValueError(f"the {recipe} recipe has no stage {', '.join(unknown)}; its stages: "
+                         f"{', '.join(RECIPES[recipe])}")
+    if missing := [stage for stage in stages if stage not in epochs]:
+        raise ValueError(f"no epochs given for stage {', '.join(missing)}")
+    out, device = Path(out), pick_device(device)
+    loader = train_loader(train_files, size, batch_size, seed, cache=cache, num_workers=num_workers, progress=progress)
+    configs = {stage: stage_config(stage, epochs[stage], seed, **(overrides or {}).get(stage, {})) for stage in stages}
+    torch.manual_seed(seed)
+    if generator is None:
+        generator = recipe_generator(recipe, size, weights=weights, output=output, init=init)
+    checkpoints = {stage: out / f"{prefix}{stage}.pt" for stage in stages}
+    if resume:  # every stage's checkpoint must fit before the first one trains
+        for stage, config in configs.items():
+            resumable_state(checkpoints[stage], generator.spec, stage, config)
+    out.mkdir(parents=True, exist_ok=True)
+    histories, seconds = {}, {}
+    for stage, config in configs.items():
+        began = time.perf_counter()
+        objective = None
+        if stage == "classify":
+            from .classify import objective_for
 
-
-def run_dir(recipe: str, root: str | Path = "auto", **params) -> Path:
-    """A run folder named by its parameters, e.g. runs/book/resnet18-data=offline-n_images=64-seed=0-size=64.
-
-    Chapters that train the same stage with the same parameters share its checkpoint, so
-    when the book is built in order a later chapter resumes (= reuses) an earlier one's run.
-    `root` "auto" is runs/book, or a Google Drive folder in Colab (`resolve_run_root`).
-    """
-    def tag(value) -> str:
-        return Path(value).name if isinstance(value, (str, Path)) and ("/" in str(value)) else str(value)
-
-    return resolve_run_root(root) / "-".join([recipe] + [f"{key}={tag(params[key])}" for key in sorted(params)])
-
-
-def chapter_run_dir(recipe: str, root: str | Path, data: str, n_images: int | None, seed: int, size: int,
-                    weights: str | None) -> Path:
-    """The run folder chapters 5-8 use for these settings, so that they reuse a `colorlab train --run-root` run.
-
-    The chapters name runs by their parameters; their `pretrained` is the recipe's `weights`
-    ("none" for random init), and only the resnet18 runs carry it.
-    """
-    params = dict(data=data, n_images=n_images, seed=seed, size=size)
-    if recipe == "resnet18":
-        params["pretrained"] = "none" if weights is None else weights
-    return run_dir(recipe, root, **params)
+            objective = objective_for(generator, train_files, size)
+        torch.manual_seed(seed)
+        histories[stage] = fit(build_stage(stage, generator, config, objective), loader, device=device,
+                               checkpoint_path=checkpoints[stage], resume=resume, progress=progress)
+        seconds[stage] = time.perf_counter() - began
+    return Trained(generator, histories, seconds, checkpoints)
 
 
 @dataclass
 class RunConfig:
-    """One training run. Defaults are the seed's settings (COCO, 256 px, batch 16, 20 + 20 epochs)."""
+    """One training run. Defaults are the reference tutorial's settings (COCO, 256 px, batch 16, 20 + 20 epochs)."""
 
     recipe: str = "resnet18"
     data: str = "coco"
-    n_images: int | None = 10_000
+    n_images: int | None = COCO_CAP
     size: int = 256
     batch_size: int = 16
-    epochs: int = 20
-    pretrain_epochs: int = 20
+    epochs: int = REFERENCE_EPOCHS
+    pretrain_epochs: int = REFERENCE_EPOCHS
     weights: str | None = IMAGENET
-    gan_mode: str = "vanilla"
-    lambda_l1: float = 100.0
+    gan_mode: str = TrainConfig.gan_mode
+    lambda_l1: float = TrainConfig.lambda_l1
     device: str = "auto"
     seed: int = 0
     out: str = "runs/resnet18"
@@ -114,20 +143,10 @@ class RunConfig:
         if self.n_images is not None and self.n_images < 2:
             raise ValueError(f"n_images must be >= 2 (train + val), got {self.n_images}")
 
-
-def train_loader(files, size: int, batch_size: int, seed: int, cache: bool = True, num_workers: int | None = None,
-                 progress: bool = True):
-    """The training DataLoader; with `cache`, images are decoded and resized once (colorlab.cache)."""
-    if cache:  # batches are one read from a memory map: worker processes would only add overhead
-        return make_loader(CachedImages(files, size, progress=progress), batch_size, train=True, seed=seed,
-                           num_workers=num_workers or 0)
-    return make_loader(ImageDataset(files, size), batch_size, train=True, seed=seed, num_workers=num_workers)
-
-
-def val_batches(files, size: int, device, batch_size: int = 16):
-    """Validation (L, ab) batches in a fixed order, no flips."""
-    loader = make_loader(ImageDataset(files, size), batch_size=batch_size, train=False, num_workers=0)
-    return [to_model_batch(rgb, device) for rgb in loader]
+    @property
+    def stage_epochs(self) -> dict[str, int]:
+        """Epochs per stage: `epochs` for the GAN and classification stages, `pretrain_epochs` for L1 pretraining."""
+        return {"pretrain": self.pretrain_epochs, "gan": self.epochs, "classify": self.epochs}
 
 
 def run(config: RunConfig) -> dict:
@@ -137,39 +156,21 @@ def run(config: RunConfig) -> dict:
     train_files, val_files = load_split(config.data, config.n_images, seed=config.seed,
                                         max_side=LOAD_SIDE_FACTOR * config.size)
     out = Path(config.out)  # created only once the data is known to be usable
-    out.mkdir(parents=True, exist_ok=True)
-    loader = train_loader(train_files, config.size, config.batch_size, config.seed, cache=config.cache,
-                          num_workers=config.num_workers, progress=config.progress)
-    common = dict(device=device, resume=config.resume, progress=config.progress)
-    histories: dict[str, History] = {}
-    torch.manual_seed(config.seed)
-    if config.recipe == "classification":
-        from .classify import train_classifier
-
-        generator, histories["classify"] = train_classifier(train_files, loader, config, out / "classify.pt", **common)
-    else:
-        generator = build_generator(config.recipe, config.size, weights=config.weights)
-        stages = {}
-        if config.recipe == "resnet18":
-            stages["pretrain"] = stage_config("pretrain", config.pretrain_epochs, config.seed)
-        stages["gan"] = stage_config("gan", config.epochs, config.seed, gan_mode=config.gan_mode,
-                                     lambda_l1=config.lambda_l1)
-        if config.resume:  # every stage's checkpoint must fit before the first one trains
-            for stage, stage_settings in stages.items():
-                resumable_state(out / f"{stage}.pt", generator.spec, stage, stage_settings)
-        if config.recipe == "resnet18":
-            histories["pretrain"] = fit(generator, loader, stages["pretrain"], checkpoint_path=out / "pretrain.pt",
-                                        **common)
-        histories["gan"] = train_gan(generator, build_discriminator(), loader, stages["gan"],
-                                     checkpoint_path=out / "gan.pt", **common)
+    generator, histories, *_ = train_recipe(
+        config.recipe, train_files, out, size=config.size, epochs=config.stage_epochs, batch_size=config.batch_size,
+        seed=config.seed, weights=config.weights, init=config.init,
+        overrides={"gan": dict(gan_mode=config.gan_mode, lambda_l1=config.lambda_l1)}, device=device,
+        resume=config.resume, progress=config.progress, cache=config.cache, num_workers=config.num_workers)
 
     batches = val_batches(val_files, config.size, device)
-    metrics = evaluate(generator, batches)
-    if config.recipe == "classification":
-        from .classify import ab_accuracy_auc, decoding_grid
+    extra = {}
+    if config.recipe == "classification":  # its network outputs bin logits: decode them to ab
+        from .classify import ClassColorizer, ab_accuracy_auc, decoding_grid
 
-        metrics["auc"] = ab_accuracy_auc(generator, batches)  # Zhang et al.'s accuracy measure
+        generator = ClassColorizer(generator)
+        extra["auc"] = ab_accuracy_auc(generator, batches)  # Zhang et al.'s accuracy measure
         decoding_grid(generator, *batches[0]).savefig(out / "grid.png", dpi=80)
+    metrics = evaluate(generator, batches) | extra
     fig = sample_grid(generator, *batches[0])
     fig.savefig(out / "samples.png", dpi=80)
     loss_figure(histories).savefig(out / "losses.png", dpi=80)
@@ -180,14 +181,4 @@ def run(config: RunConfig) -> dict:
     return summary
 
 
-def loss_figure(histories: dict[str, History], panel_size: tuple[float, float] = (6, 3.5)):
-    """One panel of loss curves per training stage, titled by the stage's name."""
-    import matplotlib.pyplot as plt
-
-    width, height = panel_size
-    fig, axes = plt.subplots(1, len(histories), figsize=(width * len(histories), height), squeeze=False)
-    for ax, (stage, history) in zip(axes[0], histories.items()):
-        history.plot(ax)
-        ax.set_title(stage)
-    fig.tight_layout()
-    return fig
+__all__ = ["RECIPES", "RunConfig", "Trained", "recipe_generator", "run", "train_recipe"]

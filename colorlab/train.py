@@ -1,6 +1,7 @@
-"""Training: L1-only pretraining of a generator, and conditional-GAN training.
+"""The training loop: one `fit` for every stage (`colorlab.stages`: L1 pretraining, cGAN, classification).
 
-One loop serves both stages. Its guarantees, beyond the seed's recipe:
+`fit` is only the loop: what a stage trains and how it steps is the stage object's business.
+Its guarantees, beyond the reference tutorial's recipe:
 - resumable: a checkpoint (atomic) after every epoch and when interrupted (Ctrl-C or
   SIGTERM, at the next step boundary); `resume=True` continues bit-identically on the CPU,
   because data order and flips depend only on (seed, epoch, step) and all RNGs are saved
@@ -8,7 +9,7 @@ One loop serves both stages. Its guarantees, beyond the seed's recipe:
 - fast: Lab conversion and flips on the device; on CUDA, mixed precision chosen per GPU
   (`colorlab.runtime.precision_policy`: bf16, or fp16 + GradScaler), channels_last and fused
   Adam; losses summed on the device and read back only every `log_every` steps,
-  optionally (`compile=True`) both networks compiled with torch.compile;
+  optionally (`compile=True`) the stage's networks compiled with torch.compile;
 - safe: a NaN/inf loss stops training with a clear error and keeps the last good checkpoint.
 """
 
@@ -17,55 +18,22 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm  # plain text bars: notebooks without ipywidgets too
 
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .data import to_model_batch
-from .losses import LAMBDA_L1, GANLoss, discriminator_loss, generator_loss
 from .runtime import announce, pick_device, precision_policy
-
-
-# A stage's loss without discriminator: (generator output, true ab) -> named losses, "loss_G" minimised.
-Objective = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+from .stages import OLDER_NAMES, Stage, TrainConfig
 
 
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or inf; the last good checkpoint is left untouched."""
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of one stage. Defaults are the seed's GAN settings (pix2pix)."""
-
-    epochs: int = 20
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
-    lambda_l1: float = LAMBDA_L1
-    gan_mode: str = "vanilla"
-    seed: int = 0
-    log_every: int = 25
-    compile: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
-        if self.lr_g <= 0 or self.lr_d <= 0:
-            raise ValueError(f"learning rates must be positive, got lr_g={self.lr_g}, lr_d={self.lr_d}")
-        if self.log_every < 1:
-            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
-        self.betas = tuple(self.betas)
-
-
-PRETRAIN = dict(epochs=20, lr_g=1e-4, betas=(0.9, 0.999))  # the seed's L1-only stage: Adam(lr=1e-4)
 
 
 @dataclass
@@ -96,11 +64,6 @@ class History:
         return ax
 
 
-def set_requires_grad(net: nn.Module, flag: bool) -> None:
-    for p in net.parameters():
-        p.requires_grad_(flag)
-
-
 @contextmanager
 def _stop_on_signals():
     """Turn Ctrl-C / SIGTERM into a flag checked between steps, so a checkpoint is consistent."""
@@ -120,60 +83,35 @@ def _stop_on_signals():
             signal.signal(sig, handler)
 
 
-def _adam(params, lr: float, betas: tuple[float, float], device: torch.device) -> torch.optim.Adam:
-    return torch.optim.Adam(params, lr=lr, betas=betas, fused=device.type == "cuda")
-
-
 def _flip_generator(seed: int, epoch: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + step)
 
 
 def fit(
-    generator: nn.Module,
+    stage: Stage,
     loader: DataLoader,
-    config: TrainConfig,
-    discriminator: nn.Module | None = None,
     device: str | torch.device = "auto",
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
-    objective: Objective | None = None,
 ) -> History:
-    """Train `generator` on `loader` (uint8 RGB batches): L1 only, or cGAN + L1 with a discriminator.
+    """Train `stage` (`colorlab.stages`) on `loader` (uint8 RGB batches) for `stage.config.epochs` epochs.
 
     Returns the per-epoch history. With `checkpoint_path`, saves after every epoch and
-    on interruption; `resume=True` continues from that file if it exists. `objective`
-    replaces the L1 loss of a stage without discriminator: (generator output, true ab) ->
-    losses, "loss_G" being minimised (e.g. `colorlab.classify.ClassificationObjective`).
+    on interruption; `resume=True` continues from that file if it exists.
     """
-    if objective is not None and discriminator is not None:
-        raise ValueError("an objective replaces the L1-only loss; it cannot be combined with a discriminator")
-    device = pick_device(device)
-    spec = getattr(generator, "spec", None)
-    if spec is None:
-        raise ValueError("generator has no .spec: build it with colorlab.models.build_generator")
-    stage = "pretrain" if discriminator is None else "gan"
+    config, device = stage.config, pick_device(device)
     cuda = device.type == "cuda"
     precision = precision_policy(device)
     announce(precision)
     scaler = precision.grad_scaler()
     memory_format = torch.channels_last if cuda else torch.contiguous_format
-    nets = [generator] + ([discriminator] if discriminator is not None else [])
-    for net in nets:
-        net.to(device, memory_format=memory_format).train()
-    opt_g = _adam(generator.parameters(), config.lr_g, config.betas, device)
-    opt_d, gan_loss = None, None
-    if discriminator is not None:
-        opt_d = _adam(discriminator.parameters(), config.lr_d, config.betas, device)
-        gan_loss = GANLoss(config.gan_mode).to(device)
+    stage.to(device, memory_format)
 
     history, start_epoch, start_step, partial, rng = History(), 0, 0, {}, None
-    if resume and (state := resumable_state(checkpoint_path, spec, stage, config, map_location=device)):
-        generator.load_state_dict(state["generator"])
-        opt_g.load_state_dict(state["opt_g"])
-        if discriminator is not None:
-            discriminator.load_state_dict(state["discriminator"])
-            opt_d.load_state_dict(state["opt_d"])
+    if resume and (state := resumable_state(checkpoint_path, stage.generator.spec, stage.name, config,
+                                            map_location=device)):
+        stage.load_state_dict(state)
         history = History(state["history"])
         start_epoch, start_step, partial, rng = state["epoch"], state["step"], state["partial"], state["rng"]
         restore_rng(rng)
@@ -182,21 +120,16 @@ def fit(
         if checkpoint_path is None:
             return
         save_checkpoint(checkpoint_path, {
-            "spec": spec, "stage": stage, "config": asdict(config), "epoch": epoch, "step": step,
-            "partial": {k: v.detach().cpu() for k, v in sums.items()},
-            "generator": generator.state_dict(), "opt_g": opt_g.state_dict(),
-            "discriminator": discriminator.state_dict() if discriminator is not None else {},
-            "opt_d": opt_d.state_dict() if opt_d is not None else {},
+            "spec": stage.generator.spec, "stage": stage.name, "config": asdict(config), "epoch": epoch,
+            "step": step, "partial": {k: v.detach().cpu() for k, v in sums.items()}, **stage.state_dict(),
             "history": history.epochs, "rng": capture_rng(),
         })
 
-    # compile=True compiles the two networks (forward and backward), not train_step: backward(),
+    # compile=True compiles the networks (forward and backward), not the step: backward(),
     # zero_grad() and requires_grad_() break a compiled step into pieces, and the optimizers'
-    # identity would be guarded on. The wrappers share the parameters; checkpoints save the originals.
-    step_g, step_d = generator, discriminator
+    # identity would be guarded on.
     if config.compile:
-        step_g = torch.compile(generator)
-        step_d = torch.compile(discriminator) if discriminator is not None else None
+        stage.wrap(torch.compile)
     sampler = loader.sampler
     with _stop_on_signals() as stop:
         for epoch in range(start_epoch, config.epochs):
@@ -210,7 +143,7 @@ def fit(
                 # The interrupted run had drawn that seed before the checkpoint's RNG state was
                 # taken: drawing it again would shift every Dropout mask after the resume.
                 restore_rng(rng)
-            bar = tqdm(batches, desc=f"{stage} epoch {epoch + 1}/{config.epochs}", disable=not progress,
+            bar = tqdm(batches, desc=f"{stage.name} epoch {epoch + 1}/{config.epochs}", disable=not progress,
                        initial=first_step, total=first_step + len(loader), leave=False)
             step = first_step
             for step, rgb in enumerate(bar, start=first_step + 1):
@@ -218,8 +151,7 @@ def fit(
                 if cuda:
                     L, ab = (t.contiguous(memory_format=torch.channels_last) for t in (L, ab))
                 with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.autocast):
-                    losses = train_step(step_g, step_d, opt_g, opt_d, gan_loss, L, ab, config.lambda_l1,
-                                        scaler=scaler, objective=objective)
+                    losses = stage.step(L, ab, scaler)
                 for key, value in losses.items():
                     sums[key] = sums.get(key, 0.0) + value.detach().float()
                 if step % config.log_every == 0:
@@ -233,48 +165,13 @@ def fit(
             means = {k: v.item() / max(step, 1) for k, v in sums.items()}
             history.append(means | {"seconds": time.perf_counter() - began})
             checkpoint(epoch + 1, 0, {})
-    if discriminator is not None:
-        set_requires_grad(discriminator, True)
+    stage.finish()
     return history
-
-
-def train_step(generator, discriminator, opt_g, opt_d, gan_loss, L, ab, lambda_l1,
-               scaler: torch.amp.GradScaler | None = None,
-               objective: Objective | None = None) -> dict[str, torch.Tensor]:
-    """One optimisation step; with a discriminator, the D step then the G step of pix2pix.
-
-    With a `scaler` (fp16 autocast), each loss is scaled before its backward pass, each
-    optimizer steps through the scaler (skipping a step whose gradients overflowed), and the
-    scale is updated once, after both players' steps. An `objective` replaces the L1 term
-    (and forbids a discriminator): e.g. chapter 9's rebalanced cross-entropy.
-    """
-    fake_ab = generator(L)
-    losses: dict[str, torch.Tensor] = {}
-    fake_logits = None
-    if discriminator is not None:
-        set_requires_grad(discriminator, True)
-        opt_d.zero_grad(set_to_none=True)
-        d_losses = discriminator_loss(
-            gan_loss, discriminator(torch.cat([L, ab], 1)), discriminator(torch.cat([L, fake_ab.detach()], 1))
-        )
-        _backward_and_step(d_losses["loss_D"], opt_d, scaler)
-        losses.update(d_losses)
-        set_requires_grad(discriminator, False)  # G's step must not update D
-        fake_logits = discriminator(torch.cat([L, fake_ab], 1))
-    opt_g.zero_grad(set_to_none=True)
-    if objective is not None:
-        g_losses = objective(fake_ab.float(), ab)
-    else:
-        g_losses = generator_loss(gan_loss, fake_logits, fake_ab.float(), ab, lambda_l1)
-    _backward_and_step(g_losses["loss_G"], opt_g, scaler)
-    if scaler is not None:
-        scaler.update()
-    return losses | g_losses
 
 
 def resumable_state(checkpoint_path: str | Path | None, spec: dict, stage: str, config: TrainConfig,
                     map_location: str | torch.device = "cpu") -> dict | None:
-    """The checkpoint `fit(..., resume=True)` would continue from, None if there is no such file.
+    """The checkpoint `fit(...)` of `stage` (a name) would resume, None if there is no such file.
 
     Raises (CheckpointError, ValueError) when it belongs to another generator, stage or settings:
     call it for every stage before training, so that a mismatch is reported before hours of work.
@@ -282,19 +179,10 @@ def resumable_state(checkpoint_path: str | Path | None, spec: dict, stage: str, 
     if not checkpoint_path or not Path(checkpoint_path).is_file():
         return None
     state = load_checkpoint(checkpoint_path, expected_spec=spec, map_location=map_location)
-    if state["stage"] != stage:
+    if state["stage"] not in (stage, *OLDER_NAMES.get(stage, ())):
         raise ValueError(f"{checkpoint_path} is a '{state['stage']}' checkpoint, this is the '{stage}' stage")
     _check_same_config(state["config"], asdict(config), checkpoint_path)
     return state
-
-
-def _backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None):
-    if scaler is None:
-        loss.backward()
-        optimizer.step()
-    else:
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
 
 
 RESUMABLE_CHANGES = ("epochs", "log_every", "compile")  # may differ between a run and its continuation
@@ -320,18 +208,17 @@ def _check_finite(sums: dict[str, torch.Tensor], epoch: int, step: int, checkpoi
                                  "Try a lower learning rate or check the data.")
 
 
-def pretrain_generator(generator: nn.Module, loader: DataLoader, epochs: int = 20, lr: float = 1e-4,
-                       seed: int = 0, **fit_kwargs) -> History:
-    """Stage 1 of the final recipe: L1 loss only, Adam(lr=1e-4) as in the seed."""
-    config = TrainConfig(**(PRETRAIN | dict(epochs=epochs, lr_g=lr, seed=seed)))
-    return fit(generator, loader, config, **fit_kwargs)
+def loss_figure(histories: dict[str, History], panel_size: tuple[float, float] = (6, 3.5)):
+    """One panel of loss curves per training stage, titled by the stage's name."""
+    import matplotlib.pyplot as plt
+
+    width, height = panel_size
+    fig, axes = plt.subplots(1, len(histories), figsize=(width * len(histories), height), squeeze=False)
+    for ax, (stage, history) in zip(axes[0], histories.items()):
+        history.plot(ax)
+        ax.set_title(stage)
+    fig.tight_layout()
+    return fig
 
 
-def train_gan(generator: nn.Module, discriminator: nn.Module, loader: DataLoader, config: TrainConfig | None = None,
-              **kwargs) -> History:
-    """cGAN + lambda * L1 training (the baseline recipe, and stage 2 of the final one)."""
-    return fit(generator, loader, config or TrainConfig(), discriminator=discriminator, **kwargs)
-
-
-__all__ = ["History", "NonFiniteLossError", "TrainConfig", "fit",
-           "pretrain_generator", "resumable_state", "set_requires_grad", "train_gan"]
+__all__ = ["History", "NonFiniteLossError", "fit", "loss_figure", "resumable_state"]

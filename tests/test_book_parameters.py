@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
-from colorlab import book, recipes
+from colorlab import book, runs
 
 TYPES = {"size": int, "epochs": int, "n_images": int, "batch_size": int, "device": str, "data": str, "seed": int,
          "smoke": bool, "pretrained": str, "lr": float, "note": str | None}
@@ -82,16 +82,16 @@ def test_ipython_shows_the_error_as_one_line_without_a_traceback(capsys):
 
 def test_run_root_is_runs_book_by_default_and_an_explicit_folder_as_given(monkeypatch):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
-    assert recipes.resolve_run_root() == Path("runs/book")
-    assert recipes.resolve_run_root("/tmp/my-runs") == Path("/tmp/my-runs")
+    assert runs.resolve_run_root() == Path("runs/book")
+    assert runs.resolve_run_root("/tmp/my-runs") == Path("/tmp/my-runs")
 
 
 def test_run_root_moves_to_google_drive_in_colab_when_it_is_mounted(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "google.colab", object())
-    monkeypatch.setattr(recipes, "COLAB_DRIVE", tmp_path / "MyDrive")
-    assert recipes.resolve_run_root() == Path("runs/book")  # not mounted: the runtime's disk
+    monkeypatch.setattr(runs, "COLAB_DRIVE", tmp_path / "MyDrive")
+    assert runs.resolve_run_root() == Path("runs/book")  # not mounted: the runtime's disk
     (tmp_path / "MyDrive").mkdir()
-    assert recipes.resolve_run_root() == tmp_path / "MyDrive" / "colorlab" / "runs"
+    assert runs.resolve_run_root() == tmp_path / "MyDrive" / "colorlab" / "runs"
 
 
 def test_installed_names_the_running_colorlab_and_torch():

@@ -13,7 +13,7 @@ from PIL import Image
 from skimage.color import colorconv, rgb2lab
 
 from colorlab import classify
-from colorlab.checkpoint import save_checkpoint
+from colorlab.checkpoint import load_checkpoint, save_checkpoint
 from colorlab.classify import (
     ClassColorizer,
     ClassificationObjective,
@@ -34,7 +34,8 @@ from colorlab.classify import (
 from colorlab.color import AB_SCALE
 from colorlab.data import make_loader
 from colorlab.models import build_generator
-from colorlab.train import TrainConfig, fit
+from colorlab.stages import ObjectiveStage, TrainConfig, build_stage
+from colorlab.train import fit
 
 from test_train import Photos
 
@@ -292,16 +293,17 @@ def test_the_training_loop_takes_the_objective_and_the_checkpoint_reloads(tmp_pa
     net = build_classifier("baseline", 32, bins=bins)
     loader = make_loader(Photos(4), batch_size=4, train=True, seed=0, num_workers=0)
     objective = ClassificationObjective(bins, torch.ones(len(bins)))
-    history = fit(net, loader, TrainConfig(epochs=4, lr_g=2e-3, betas=(0.9, 0.999)), device="cpu",
-                  checkpoint_path=tmp_path / "classify.pt", progress=False, objective=objective)
+    stage = ObjectiveStage(net, TrainConfig(epochs=4, lr_g=2e-3, betas=(0.9, 0.999)), objective)
+    history = fit(stage, loader, device="cpu", checkpoint_path=tmp_path / "classify.pt", progress=False)
     assert set(history.epochs) == {"loss_G", "loss_CE", "seconds"}
     assert history["loss_G"][-1] < 0.95 * history["loss_G"][0], history["loss_G"]  # it learns
     model = load_classifier(tmp_path / "classify.pt")
     L = torch.rand(2, 1, 32, 32) * 2 - 1
     with torch.no_grad():
         assert torch.allclose(model(L), ClassColorizer(net.eval())(L), atol=1e-5)
-    with pytest.raises(ValueError, match="discriminator"):
-        fit(net, loader, TrainConfig(epochs=1), discriminator=torch.nn.Identity(), objective=objective)
+    assert load_checkpoint(tmp_path / "classify.pt")["stage"] == "classify"
+    with pytest.raises(ValueError, match="needs an objective"):
+        build_stage("classify", net, TrainConfig(epochs=1))
 
 
 def test_init_from_a_regression_checkpoint_copies_all_but_the_head(tmp_path):

@@ -20,7 +20,8 @@ from colorlab.data import ImageDataset, make_loader, to_model_batch
 from colorlab.io import ImageLoadError
 from colorlab.losses import GANLoss
 from colorlab.models import build_discriminator, build_generator
-from colorlab.train import TrainConfig, fit, train_step
+from colorlab.stages import GANStage, TrainConfig, pix2pix_step
+from colorlab.train import fit
 
 SIZE = 32
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,7 +135,7 @@ def test_fast_and_reference_batches_give_the_same_gan_losses_in_fp32(cached_batc
         G, D = copy.deepcopy(nets)
         opt_g, opt_d = (torch.optim.Adam(n.parameters(), 2e-4, (0.5, 0.999)) for n in (G, D))
         torch.manual_seed(1)  # the same dropout masks, should the network have dropout
-        losses.append(train_step(G, D, opt_g, opt_d, GANLoss(), L, ab, 100.0))
+        losses.append(pix2pix_step(G, D, opt_g, opt_d, GANLoss(), L, ab, 100.0))
     fast, reference = losses
     assert set(fast) == {"loss_D", "loss_D_real", "loss_D_fake", "loss_G", "loss_G_GAN", "loss_G_L1"}
     for key in fast:
@@ -161,7 +162,7 @@ def test_compiled_networks_train_like_eager_ones_and_save_plain_checkpoints(cach
         torch.manual_seed(0)
         G, D = build_generator("baseline", SIZE), build_discriminator()
         loader = make_loader(Batches(cached_batch), batch_size=4, num_workers=0)
-        histories.append(fit(G, loader, TrainConfig(epochs=1, compile=compiled), discriminator=D, device="cpu",
+        histories.append(fit(GANStage(G, TrainConfig(epochs=1, compile=compiled), D), loader, device="cpu",
                              progress=False, checkpoint_path=tmp_path / f"{compiled}.pt"))
         states.append(torch.load(tmp_path / f"{compiled}.pt", weights_only=True)["generator"])
     eager, compiled = histories
@@ -183,7 +184,7 @@ def test_a_cuda_training_step_never_waits_for_the_device(cached_batch):
             L, ab = to_model_batch(rgb, device, torch.Generator().manual_seed(step))
             L, ab = (t.contiguous(memory_format=torch.channels_last) for t in (L, ab))
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                train_step(G, D, opt_g, opt_d, gan_loss, L, ab, 100.0)
+                pix2pix_step(G, D, opt_g, opt_d, gan_loss, L, ab, 100.0)
         finally:
             torch.cuda.set_sync_debug_mode("default")
 

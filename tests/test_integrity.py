@@ -87,7 +87,7 @@ CHEATS = {
     "gray-first-conv": 'return models.build_generator("resnet18", 64)[0][0].weight',
     "mean-chroma": "return evaluate.chroma(ab).mean(dim=(1, 2))",
     "lsgan-loss": 'from colorlab.losses import GANLoss as Loss\nreturn Loss("lsgan")(logits, target_is_real)',
-    "freeze-discriminator": "import colorlab.train\ncolorlab.train.set_requires_grad(net, flag)",
+    "freeze-discriminator": "import colorlab.stages\ncolorlab.stages.set_requires_grad(net, flag)",
     "psnr": "from colorlab.evaluate import psnr as p\nreturn p(pred, target)",
     "colourfulness": "import colorlab.evaluate as ev\nreturn ev.colourfulness(rgb)",
     "soft-encoding": "from colorlab.classify import soft_encode as encode\n"

@@ -26,7 +26,7 @@ import pytest
 import torch
 from torch import nn
 
-from colorlab import recipes, train
+from colorlab import recipes, stages
 from colorlab.checkpoint import load_checkpoint
 from colorlab.models import build_generator
 from colorlab.recipes import RunConfig
@@ -61,15 +61,17 @@ def _config(recipe: str, size: int, folder, out) -> RunConfig:
 def _sigterm_during_step(monkeypatch, step: int) -> None:
     """Deliver a real SIGTERM inside training step number `step` (counted over both stages, from 1)."""
     calls = {"n": 0}
-    original = train.train_step
 
-    def counting_step(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == step:
-            signal.raise_signal(signal.SIGTERM)
-        return original(*args, **kwargs)
+    def counting(original):
+        def counting_step(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == step:
+                signal.raise_signal(signal.SIGTERM)
+            return original(*args, **kwargs)
+        return counting_step
 
-    monkeypatch.setattr(train, "train_step", counting_step)
+    for stage in (stages.L1Stage, stages.GANStage):
+        monkeypatch.setattr(stage, "step", counting(stage.step))
 
 
 def assert_same(a, b, where: str = "") -> None:
@@ -105,8 +107,7 @@ def test_sigterm_mid_epoch_then_resume_is_bit_identical(photos, tmp_path, monkey
     torch.manual_seed(1234)  # whatever the process did in between must not matter
     resumed = recipes.run(replace(_config(recipe, size, photos, tmp_path / "cut"), resume=True))
 
-    stages = ["gan.pt"] + (["pretrain.pt"] if recipe == "resnet18" else [])
-    for name in stages:
+    for name in ["gan.pt"] + (["pretrain.pt"] if recipe == "resnet18" else []):
         reference, candidate = load_checkpoint(tmp_path / "straight" / name), load_checkpoint(tmp_path / "cut" / name)
         assert reference["generator"], name  # not two empty dicts
         assert_same(reference, candidate, name)

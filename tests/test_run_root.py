@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 
-import torch
-
 from colorlab.cli import main
 from colorlab.data import load_split
-from colorlab.models import build_discriminator, build_generator
-from colorlab.recipes import run_dir, stage_config, train_loader
-from colorlab.train import train_gan
+from colorlab.recipes import train_recipe
+from colorlab.runs import run_dir
 
 SETTINGS = dict(n_images=8, seed=0, size=32)
 
@@ -26,10 +23,8 @@ def test_a_chapter_resumes_the_run_colorlab_train_wrote_under_run_root(photo_fol
     run = run_dir("baseline", root, data=str(photo_folder), **SETTINGS)
     assert (run / "gan.pt").is_file(), f"colorlab train wrote {sorted(p.name for p in root.iterdir())}"
     train_files, _ = load_split(str(photo_folder), SETTINGS["n_images"], seed=0)
-    torch.manual_seed(0)
-    history = train_gan(build_generator("baseline", 32), build_discriminator(),
-                        train_loader(train_files, 32, 4, 0, progress=False), stage_config("gan", 1, 0),
-                        device="cpu", checkpoint_path=run / "gan.pt", resume=True, progress=False)
+    history = train_recipe("baseline", train_files, run, size=32, batch_size=4, seed=0, epochs={"gan": 1},
+                           device="cpu", progress=False).histories["gan"]
     trained_by_cli = json.loads((run / "history.json").read_text())["gan"]
     assert history.epochs == trained_by_cli  # the CLI's epoch came back; nothing was trained again
 

@@ -9,7 +9,8 @@ from colorlab import runtime
 from colorlab.data import to_model_batch
 from colorlab.losses import GANLoss
 from colorlab.models import build_discriminator, build_generator
-from colorlab.train import TrainConfig, fit, train_step
+from colorlab.stages import GANStage, L1Stage, TrainConfig, pix2pix_step
+from colorlab.train import fit
 
 
 def _hardware(monkeypatch, cuda: bool, mps: bool, capability: tuple[int, int] = (8, 0)) -> None:
@@ -74,7 +75,7 @@ def test_fit_announces_its_precision_once_for_two_stages(monkeypatch, capsys):
     loader = torch.utils.data.DataLoader(rgb, batch_size=2)
     generator = build_generator("baseline", 32)
     for _ in range(2):
-        fit(generator, loader, TrainConfig(epochs=1), device="cpu", progress=False)
+        fit(L1Stage(generator, TrainConfig(epochs=1)), loader, device="cpu", progress=False)
     assert capsys.readouterr().out.count("precision on cpu: fp32") == 1
 
 
@@ -101,7 +102,7 @@ def test_a_real_fp16_gradscaler_step_updates_both_networks():
     with torch.autocast("cpu", dtype=torch.float16):
         fake = G(L)
         assert fake.dtype == torch.float16  # autocast really ran the generator in fp16
-        losses = train_step(G, D, opt_g, opt_d, GANLoss(), L, ab, 100.0, scaler)
+        losses = pix2pix_step(G, D, opt_g, opt_d, GANLoss(), L, ab, 100.0, scaler)
     assert all(torch.isfinite(value) for value in losses.values())
     after = [p.detach() for p in (*G.parameters(), *D.parameters())]
     assert all(torch.isfinite(p).all() for p in after)
@@ -120,7 +121,7 @@ def test_fit_trains_through_the_policys_autocast_and_scaler(monkeypatch, capsys)
     monkeypatch.setattr(runtime, "_announced", set())
     loader = torch.utils.data.DataLoader(torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8), batch_size=2)
     torch.manual_seed(0)
-    history = fit(build_generator("baseline", 32), loader, TrainConfig(epochs=1), discriminator=build_discriminator(),
+    history = fit(GANStage(build_generator("baseline", 32), TrainConfig(epochs=1), build_discriminator()), loader,
                   device="cpu", progress=False)
     assert all(torch.isfinite(torch.tensor(values)).all() for values in history.epochs.values())
     assert scaler.get_scale() == 2.0**10  # two steps, each updating the scale once (no overflow)

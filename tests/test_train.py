@@ -8,7 +8,8 @@ from torch.utils.data import Dataset
 from colorlab.checkpoint import CheckpointError, load_checkpoint, load_generator, save_checkpoint
 from colorlab.data import make_loader, to_model_batch
 from colorlab.models import Unet, build_discriminator, build_generator, init_weights
-from colorlab.train import NonFiniteLossError, TrainConfig, fit, pretrain_generator, train_gan
+from colorlab.stages import GANStage, L1Stage, TrainConfig, stage_config
+from colorlab.train import NonFiniteLossError, fit
 from tests.conftest import smooth_color_image
 
 
@@ -44,7 +45,7 @@ def test_l1_pretraining_overfits_a_tiny_batch():
     data = loader(n=4, batch_size=4)
     batch = next(iter(data))
     before = l1_on(G, batch)
-    history = pretrain_generator(G, data, epochs=30, lr=2e-3, device="cpu", progress=False)
+    history = fit(L1Stage(G, stage_config("pretrain", 30, lr_g=2e-3)), data, device="cpu", progress=False)
     after = l1_on(G, batch)
     assert after < 0.5 * before, (before, after)
     assert history["loss_G_L1"][-1] < history["loss_G_L1"][0]
@@ -56,7 +57,7 @@ def test_gan_step_updates_both_nets_and_records_all_losses():
     G, D = build_generator("baseline", 32), build_discriminator()
     g0 = [p.detach().clone() for p in G.parameters()]
     d0 = [p.detach().clone() for p in D.parameters()]
-    history = train_gan(G, D, loader(), TrainConfig(epochs=1), device="cpu", progress=False)
+    history = fit(GANStage(G, TrainConfig(epochs=1), D), loader(), device="cpu", progress=False)
     assert set(history.epochs) == {"loss_D", "loss_D_real", "loss_D_fake", "loss_G", "loss_G_GAN", "loss_G_L1",
                                    "seconds"}
     assert all(np.isfinite(v[0]) for v in history.epochs.values())
@@ -68,8 +69,8 @@ def test_gan_step_updates_both_nets_and_records_all_losses():
 def test_checkpoint_round_trip_gives_identical_outputs(tmp_path):
     torch.manual_seed(0)
     G, D = build_generator("baseline", 32), build_discriminator()
-    train_gan(G, D, loader(), TrainConfig(epochs=1), device="cpu", progress=False,
-              checkpoint_path=tmp_path / "gan.pt")
+    fit(GANStage(G, TrainConfig(epochs=1), D), loader(), device="cpu", progress=False,
+        checkpoint_path=tmp_path / "gan.pt")
     restored, spec = load_generator(tmp_path / "gan.pt")
     L, _ = to_model_batch(next(iter(loader())))
     G.eval()
@@ -133,8 +134,8 @@ def _run(tmp_path, interrupt_at=None, resume=False):
             return original(x)
 
         G.forward = forward
-    return G, D, lambda: train_gan(G, D, data, TrainConfig(epochs=2, seed=7), device="cpu", progress=False,
-                                   checkpoint_path=tmp_path / "gan.pt", resume=resume)
+    return G, D, lambda: fit(GANStage(G, TrainConfig(epochs=2, seed=7), D), data, device="cpu", progress=False,
+                             checkpoint_path=tmp_path / "gan.pt", resume=resume)
 
 
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
@@ -162,12 +163,12 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path):
     G = build_generator("baseline", 32)
     config = TrainConfig(epochs=3, lr_g=1e-4, log_every=1)
     pretrain = dict(device="cpu", progress=False, checkpoint_path=tmp_path / "p.pt")
-    fit(G, loader(), TrainConfig(epochs=1, lr_g=1e-4), **pretrain)
+    fit(L1Stage(G, TrainConfig(epochs=1, lr_g=1e-4)), loader(), **pretrain)
     good = load_checkpoint(tmp_path / "p.pt")
     original = G.forward
     G.forward = lambda x: original(x) * float("nan")
     with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
-        fit(G, loader(), config, **pretrain | {"resume": True})
+        fit(L1Stage(G, config), loader(), **pretrain | {"resume": True})
     kept = load_checkpoint(tmp_path / "p.pt")
     assert kept["epoch"] == good["epoch"] == 1
     assert all(torch.equal(a, b) for a, b in zip(kept["generator"].values(), good["generator"].values()))
@@ -181,11 +182,11 @@ def test_config_validation(bad):
 
 def test_resume_with_other_settings_is_refused(tmp_path):
     G = build_generator("baseline", 32)
-    fit(G, loader(), TrainConfig(epochs=1), device="cpu", progress=False, checkpoint_path=tmp_path / "p.pt")
+    fit(L1Stage(G, TrainConfig(epochs=1)), loader(), device="cpu", progress=False, checkpoint_path=tmp_path / "p.pt")
     with pytest.raises(ValueError, match="lr_g=0.0002 there, 0.001 now"):
-        fit(G, loader(), TrainConfig(epochs=2, lr_g=1e-3), device="cpu", progress=False,
+        fit(L1Stage(G, TrainConfig(epochs=2, lr_g=1e-3)), loader(), device="cpu", progress=False,
             checkpoint_path=tmp_path / "p.pt", resume=True)
-    more = fit(G, loader(), TrainConfig(epochs=2), device="cpu", progress=False,  # more epochs: fine
+    more = fit(L1Stage(G, TrainConfig(epochs=2)), loader(), device="cpu", progress=False,  # more epochs: fine
                checkpoint_path=tmp_path / "p.pt", resume=True)
     assert len(more) == 2
 
@@ -203,9 +204,9 @@ def test_checkpoint_whose_weights_do_not_fit_its_spec_is_refused(tmp_path):
 
 def test_resuming_a_random_init_run_with_a_pretrained_generator_is_refused(tmp_path):
     G = build_generator("resnet18", 32, weights=None)
-    fit(G, loader(), TrainConfig(epochs=1), device="cpu", progress=False, checkpoint_path=tmp_path / "p.pt")
+    fit(L1Stage(G, TrainConfig(epochs=1)), loader(), device="cpu", progress=False, checkpoint_path=tmp_path / "p.pt")
     H = build_generator("resnet18", 32, weights=None)
     H.spec["pretrained"] = True  # as if ImageNet had been reachable this time
     with pytest.raises(CheckpointError, match="pretrained: checkpoint has False, expected True"):
-        fit(H, loader(), TrainConfig(epochs=2), device="cpu", progress=False, checkpoint_path=tmp_path / "p.pt",
+        fit(L1Stage(H, TrainConfig(epochs=2)), loader(), device="cpu", progress=False, checkpoint_path=tmp_path / "p.pt",
             resume=True)

@@ -33,14 +33,13 @@ import yaml
 
 from colorlab.checkpoint import load_generator
 from colorlab.color import L_ab_to_rgb
-from colorlab.data import load_split
+from colorlab.data import load_split, val_batches
 from colorlab.evaluate import ab_histogram, comparison_grid, evaluate, grayscale_rgb, high_chroma, predict_ab
-from colorlab.models import LINEAR, TANH, build_discriminator, build_generator
-from colorlab.recipes import stage_config, train_loader, val_batches
-from colorlab.train import train_gan
+from colorlab.models import LINEAR, TANH, build_generator
+from colorlab.recipes import train_recipe
 
 SIZE, BATCH, SEED = 64, 16, 0
-# name -> (output layer, overrides of the seed's GAN stage settings)
+# name -> (output layer, overrides of the reference tutorial's GAN stage settings)
 CANDIDATES = {
     "GAN, linear": (LINEAR, {}),
     "GAN, tanh": (TANH, {}),
@@ -48,17 +47,18 @@ CANDIDATES = {
 }
 
 
-def finetune(name: str, start: Path, loader, epochs: int, runs: Path):
-    """Fine-tune a copy of `start` as candidate `name`; resumes from runs/<name>.pt. (model, history)"""
+def finetune(name: str, start: Path, train_files: list[Path], epochs: int, runs: Path):
+    """Fine-tune a copy of `start` as candidate `name`; resumes from runs/<name>/gan.pt. (model, history)"""
     output, overrides = CANDIDATES[name]
     l1, _ = load_generator(start)
     generator = build_generator("resnet18", SIZE, weights=None, output=output)
     generator.load_state_dict(l1.state_dict())  # tanh has no parameters: the same weights fit both
-    torch.manual_seed(SEED)  # the same discriminator init for every candidate
-    file = runs / (name.replace("GAN, ", "").replace(" + ", "-").replace(" ", "-") + ".pt")
-    history = train_gan(generator, build_discriminator(), loader, stage_config("gan", epochs, SEED, **overrides),
-                        checkpoint_path=file, resume=True, device="cpu", progress=True)
-    return generator, history
+    folder = runs / name.replace("GAN, ", "").replace(" + ", "-").replace(" ", "-")
+    # train_recipe seeds torch with SEED before building the discriminator: the same init for every candidate
+    trained = train_recipe("resnet18", train_files, folder, stages=("gan",), generator=generator, size=SIZE,
+                           batch_size=BATCH, seed=SEED, epochs={"gan": epochs}, overrides={"gan": overrides},
+                           device="cpu")
+    return trained.generator, trained.histories["gan"]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,7 +85,6 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown candidates {', '.join(sorted(unknown))}; choose from {', '.join(CANDIDATES)}")
 
     train_files, val_files = load_split("shared", None, seed=SEED)
-    loader = train_loader(train_files, SIZE, BATCH, SEED, progress=False)
     batches = val_batches(val_files, SIZE, "cpu")
     models = {"L1 start (resnet18-l1-64)": load_generator(args.models / "resnet18-l1-64.pt")[0],
               "published GAN (10 epochs)": load_generator(args.models / "resnet18-gan-64.pt")[0]}
@@ -113,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, model in models.items():
         record(name, model)
     for name in args.candidates:
-        model, history = finetune(name, args.models / "resnet18-l1-64.pt", loader, args.epochs, args.runs)
+        model, history = finetune(name, args.models / "resnet18-l1-64.pt", train_files, args.epochs, args.runs)
         summary["history"][name] = history.epochs
         summary["seconds"][name] = round(sum(history["seconds"]), 1)
         models[name] = model
