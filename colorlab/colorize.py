@@ -4,7 +4,7 @@ The generator works at its training size (e.g. 256 px), but a photo is usually l
 So we predict ab on a resized copy, upsample ab back to the photo's size, and combine it
 with the photo's own full-resolution L: the detail a viewer notices lives in L, and
 colour can be blurry without anyone noticing (the same trick as JPEG's chroma subsampling).
-The input is always converted to Lab L first, never "channel 0 of RGB" (a bug of the seed).
+The input is always converted to Lab L first, never "channel 0 of RGB" (a bug of the reference tutorial).
 
 Memory: the full-size photo is never converted to float as a whole. The upsampled ab, the
 Lab -> RGB conversion and the result are computed strip by strip (`STRIP_PIXELS` pixels at a

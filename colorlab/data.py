@@ -2,10 +2,10 @@
 
 Datasets yield plain uint8 RGB tensors, resized once per image. Everything Lab — the
 conversion, the scaling, the random flips — happens afterwards on the whole batch, on the
-training device (`to_model_batch`): the seed converted each image on the CPU inside the
+training device (`to_model_batch`): the reference tutorial converted each image on the CPU inside the
 DataLoader, which starved the GPU.
 
-Sources: "coco" (fastai's 10k-image COCO sample, as the seed; needs the internet),
+Sources: "coco" (fastai's 10k-image COCO sample, as the reference tutorial; needs the internet),
 "offline" (crops of scikit-image's bundled colour photos: always works), "shared"
 (the project's offline photo set in ../shared/data when present), or any folder.
 """
@@ -75,7 +75,7 @@ def offline_images(n_images: int = 64, seed: int = 0, side: int = 256) -> list[P
 
 
 def coco_sample() -> list[Path]:
-    """fastai's COCO sample (URLs.COCO_SAMPLE), from which the seed draws its 10k images.
+    """fastai's COCO sample (URLs.COCO_SAMPLE), from which the reference tutorial draws its 10k images.
 
     The archive is 3.2 GB (3,245,877,008 bytes, as fastai/data/download_checks.py records it) and
     holds about 20k images; `load_split("coco")` draws `COCO_CAP` (10k) of them.
@@ -162,7 +162,7 @@ def _usable(files: list[Path], n: int | None, where: str | Path, seed: int, max_
 
 
 def load_resized(path: str | Path, size: int) -> np.ndarray:
-    """One image as training sees it: RGB, squashed to (3, size, size) uint8 as in the seed.
+    """One image as training sees it: RGB, squashed to (3, size, size) uint8 as in the reference tutorial.
 
     Decodes at most `LOAD_SIDE_FACTOR` times the target size (JPEG draft mode), so huge photos stay cheap.
     """
@@ -171,7 +171,7 @@ def load_resized(path: str | Path, size: int) -> np.ndarray:
 
 
 class ImageDataset(Dataset):
-    """Image files -> uint8 RGB tensors (3, size, size), resized (squashed) as in the seed.
+    """Image files -> uint8 RGB tensors (3, size, size), resized (squashed) as in the reference tutorial.
 
     A file that stops loading after `load_split` checked it (deleted, overwritten, a network
     drive gone) must not kill epoch 7: it is reported with a `SkippedImageWarning` naming it,
