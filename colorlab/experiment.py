@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import hub
+from . import distributed, hub
 from .checkpoint import load_generator
 from .colorize import colorize_image
 from .color import L_ab_to_rgb
@@ -83,18 +83,21 @@ def _commit() -> str:
 
 
 def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "auto", progress: bool = True,
-                   command: str = "", export: str | Path | None = None) -> dict:
+                   command: str = "", export: str | Path | None = None) -> dict | None:
     """Train the three models, evaluate them together, write the artifacts; returns the summary.
+
+    Under torchrun (`colorlab experiment --nproc N`) every process trains; rank 0 alone evaluates,
+    writes and returns the summary (the other ranks return None).
 
     `command` is recorded in metrics.json, so that a committed result says how to reproduce it.
     With `export`, the three generators are also written there as publishable files (`export_models`).
     """
-    device = pick_device(device)
+    ddp, device = distributed.setup(pick_device(device))  # [ddp] rank 0 first where files are written
     out = Path(out)
     checkpoints = out / "checkpoints"
-    train_files, val_files = load_split(config.data, config.n_images, seed=config.seed)
-    loader = train_loader(train_files, config.size, config.batch_size, config.seed, cache=config.cache,
-                          progress=progress)
+    train_files, val_files = distributed.main_first(ddp, load_split, config.data, config.n_images, seed=config.seed)
+    loader = distributed.main_first(ddp, train_loader, train_files, config.size, config.batch_size, config.seed,
+                                    cache=config.cache, progress=progress and ddp.is_main)
     common = dict(device=device, resume=True, progress=progress)
     seconds, histories, models = {}, {}, {}
 
@@ -121,11 +124,14 @@ def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "aut
                                              checkpoint_path=checkpoints / "resnet18_gan.pt", **common)
     seconds["resnet18 GAN fine-tuning"] = time.perf_counter() - began
     models = {"baseline": baseline, **models, "pretrained+GAN": resnet}
+    if not ddp.is_main:  # [ddp]
+        return None
 
     summary = {
         **_provenance(command, device, config),
         "pretrained_backbone": bool(getattr(resnet, "pretrained", False)),
         "n_train": len(train_files), "n_val": len(val_files),
+        "world_size": ddp.world_size, "global_batch_size": config.batch_size * ddp.world_size,
         "seconds": {stage: round(s, 1) for stage, s in seconds.items()},
         "metrics": _write_results(models, histories, val_files, config, out, device),
         "history": {stage: h.epochs for stage, h in histories.items()},

@@ -8,6 +8,8 @@
 
 Each run writes into `out/`: `pretrain.pt` / `gan.pt` (checkpoints, resumable),
 `history.json`, `metrics.json`, `losses.png` and `samples.png` (grayscale | prediction | truth).
+Under torchrun (`colorlab train --nproc N`) every process trains, rank 0 alone writes these files,
+and `batch_size` is the per-process batch (metrics.json records world_size and global_batch_size).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .cache import CachedImages
 from .data import LOAD_SIDE_FACTOR, ImageDataset, load_split, make_loader, to_model_batch
 from .evaluate import evaluate, sample_grid
@@ -130,16 +133,20 @@ def val_batches(files, size: int, device, batch_size: int = 16):
     return [to_model_batch(rgb, device) for rgb in loader]
 
 
-def run(config: RunConfig) -> dict:
-    """Train `config.recipe`, evaluate on the validation split, write the run's files; returns the summary."""
+def run(config: RunConfig) -> dict | None:
+    """Train `config.recipe`, evaluate on the validation split, write the run's files; returns the summary.
+
+    Under torchrun, rank 0 evaluates, writes and returns the summary; the other ranks return None.
+    """
     began = time.perf_counter()
-    device = pick_device(config.device)
-    train_files, val_files = load_split(config.data, config.n_images, seed=config.seed,
-                                        max_side=LOAD_SIDE_FACTOR * config.size)
+    ddp, device = distributed.setup(pick_device(config.device))  # rank 0 first where files are written:
+    train_files, val_files = distributed.main_first(ddp, load_split, config.data, config.n_images, seed=config.seed,
+                                                    max_side=LOAD_SIDE_FACTOR * config.size)  # offline photos
     out = Path(config.out)  # created only once the data is known to be usable
     out.mkdir(parents=True, exist_ok=True)
-    loader = train_loader(train_files, config.size, config.batch_size, config.seed, cache=config.cache,
-                          num_workers=config.num_workers, progress=config.progress)
+    loader = distributed.main_first(ddp, train_loader, train_files, config.size, config.batch_size, config.seed,
+                                    cache=config.cache, num_workers=config.num_workers,  # the image cache
+                                    progress=config.progress and ddp.is_main)
     common = dict(device=device, resume=config.resume, progress=config.progress)
     histories: dict[str, History] = {}
     torch.manual_seed(config.seed)
@@ -163,6 +170,8 @@ def run(config: RunConfig) -> dict:
         histories["gan"] = train_gan(generator, build_discriminator(), loader, stages["gan"],
                                      checkpoint_path=out / "gan.pt", **common)
 
+    if not ddp.is_main:
+        return None
     batches = val_batches(val_files, config.size, device)
     metrics = evaluate(generator, batches)
     if config.recipe == "classification":
@@ -174,6 +183,7 @@ def run(config: RunConfig) -> dict:
     fig.savefig(out / "samples.png", dpi=80)
     loss_figure(histories).savefig(out / "losses.png", dpi=80)
     summary = {"config": asdict(config), "device": str(device), "n_train": len(train_files), "n_val": len(val_files),
+               "world_size": ddp.world_size, "global_batch_size": config.batch_size * ddp.world_size,
                "metrics": metrics, "seconds": round(time.perf_counter() - began, 1)}
     (out / "history.json").write_text(json.dumps({k: h.epochs for k, h in histories.items()}, indent=1))
     (out / "metrics.json").write_text(json.dumps(summary, indent=1))

@@ -3,8 +3,10 @@
 One loop serves both stages. Its guarantees, beyond the seed's recipe:
 - resumable: a checkpoint (atomic) after every epoch and when interrupted (Ctrl-C or
   SIGTERM, at the next step boundary); `resume=True` continues bit-identically on the CPU,
-  because data order and flips depend only on (seed, epoch, step) and all RNGs are saved
+  because data order and flips depend only on (seed, epoch, sample position) and all RNGs are saved
   (and restored after the resumed epoch's DataLoader iterator has drawn its seed);
+- scalable: the same loop runs under torchrun on several GPUs or nodes (DistributedDataParallel);
+  the lines marked `# [ddp]` call colorlab.distributed, and do nothing in a single process;
 - fast: Lab conversion and flips on the device; on CUDA, mixed precision chosen per GPU
   (`colorlab.runtime.precision_policy`: bf16, or fp16 + GradScaler), channels_last and fused
   Adam; losses summed on the device and read back only every `log_every` steps,
@@ -27,8 +29,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm  # plain text bars: notebooks without ipywidgets too
 
+from . import distributed
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from .data import to_model_batch
+from .data import epoch_positions, flip_mask, to_model_batch
 from .losses import LAMBDA_L1, GANLoss, discriminator_loss, generator_loss
 from .runtime import announce, pick_device, precision_policy
 
@@ -124,10 +127,6 @@ def _adam(params, lr: float, betas: tuple[float, float], device: torch.device) -
     return torch.optim.Adam(params, lr=lr, betas=betas, fused=device.type == "cuda")
 
 
-def _flip_generator(seed: int, epoch: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + step)
-
-
 def fit(
     generator: nn.Module,
     loader: DataLoader,
@@ -138,6 +137,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     objective: Objective | None = None,
+    sync_bn: bool | None = None,
 ) -> History:
     """Train `generator` on `loader` (uint8 RGB batches): L1 only, or cGAN + L1 with a discriminator.
 
@@ -145,10 +145,15 @@ def fit(
     on interruption; `resume=True` continues from that file if it exists. `objective`
     replaces the L1 loss of a stage without discriminator: (generator output, true ab) ->
     losses, "loss_G" being minimised (e.g. `colorlab.classify.ClassificationObjective`).
+
+    Under torchrun, each process trains on its share of every global batch (the loader's
+    batch_size is the per-process batch) and `sync_bn` (None: `distributed.use_sync_bn`'s rule)
+    makes BatchNorm use the global batch's statistics. Rank 0 writes the checkpoint; the returned
+    history holds the losses averaged over the ranks.
     """
     if objective is not None and discriminator is not None:
         raise ValueError("an objective replaces the L1-only loss; it cannot be combined with a discriminator")
-    device = pick_device(device)
+    ddp, device = distributed.setup(pick_device(device))  # [ddp] process group from torchrun's environment
     spec = getattr(generator, "spec", None)
     if spec is None:
         raise ValueError("generator has no .spec: build it with colorlab.models.build_generator")
@@ -167,7 +172,7 @@ def fit(
         opt_d = _adam(discriminator.parameters(), config.lr_d, config.betas, device)
         gan_loss = GANLoss(config.gan_mode).to(device)
 
-    history, start_epoch, start_step, partial, rng = History(), 0, 0, {}, None
+    history, start_epoch, start_step, start_sample, partial, rng = History(), 0, 0, 0, {}, None
     if resume and (state := resumable_state(checkpoint_path, spec, stage, config, map_location=device)):
         generator.load_state_dict(state["generator"])
         opt_g.load_state_dict(state["opt_g"])
@@ -176,14 +181,16 @@ def fit(
             opt_d.load_state_dict(state["opt_d"])
         history = History(state["history"])
         start_epoch, start_step, partial, rng = state["epoch"], state["step"], state["partial"], state["rng"]
+        start_sample = state.get("samples", start_step * loader.batch_size)  # [ddp] global position in the epoch
         restore_rng(rng)
 
-    def checkpoint(epoch: int, step: int, sums: dict[str, torch.Tensor]) -> None:
+    def checkpoint(epoch: int, step: int, samples: int, sums: dict[str, torch.Tensor]) -> None:
         if checkpoint_path is None:
             return
-        save_checkpoint(checkpoint_path, {
+        sums = distributed.reduce_mean(sums, ddp)  # [ddp] every rank resumes from the ranks' mean
+        distributed.on_main(ddp, save_checkpoint, checkpoint_path, {  # [ddp] rank 0 writes, the others wait
             "spec": spec, "stage": stage, "config": asdict(config), "epoch": epoch, "step": step,
-            "partial": {k: v.detach().cpu() for k, v in sums.items()},
+            "samples": samples, "partial": {k: v.detach().cpu() for k, v in sums.items()},
             "generator": generator.state_dict(), "opt_g": opt_g.state_dict(),
             "discriminator": discriminator.state_dict() if discriminator is not None else {},
             "opt_d": opt_d.state_dict() if opt_d is not None else {},
@@ -193,28 +200,36 @@ def fit(
     # compile=True compiles the two networks (forward and backward), not train_step: backward(),
     # zero_grad() and requires_grad_() break a compiled step into pieces, and the optimizers'
     # identity would be guarded on. The wrappers share the parameters; checkpoints save the originals.
-    step_g, step_d = generator, discriminator
+    sync = distributed.use_sync_bn(loader.batch_size, sync_bn)
+    step_g, step_d = (None if net is None else distributed.wrap(net, ddp, device, sync)  # [ddp] DDP wrappers
+                      for net in (generator, discriminator))
     if config.compile:
-        step_g = torch.compile(generator)
-        step_d = torch.compile(discriminator) if discriminator is not None else None
+        step_g = torch.compile(step_g)
+        step_d = torch.compile(step_d) if step_d is not None else None
     sampler = loader.sampler
+    distributed.shard(loader, ddp)  # [ddp] each rank its slice of every global batch
+    global_batch = loader.batch_size * ddp.world_size
     with _stop_on_signals() as stop:
         for epoch in range(start_epoch, config.epochs):
             first_step = start_step if epoch == start_epoch else 0
             sums = {k: v.to(device) for k, v in partial.items()} if epoch == start_epoch else {}
             if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch, start=first_step * loader.batch_size)
+                sampler.set_epoch(epoch, start=start_sample if epoch == start_epoch else 0)  # [ddp] global position
+            positions = epoch_positions(loader)  # [ddp] flips follow the sample's place in the epoch, not the rank
             began = time.perf_counter()
             batches = iter(loader)  # draws a base seed from the global torch RNG, even with 0 workers
             if first_step and epoch == start_epoch:
                 # The interrupted run had drawn that seed before the checkpoint's RNG state was
                 # taken: drawing it again would shift every Dropout mask after the resume.
                 restore_rng(rng)
-            bar = tqdm(batches, desc=f"{stage} epoch {epoch + 1}/{config.epochs}", disable=not progress,
+            bar = tqdm(batches, desc=f"{stage} epoch {epoch + 1}/{config.epochs}",
+                       disable=not (progress and ddp.is_main),  # [ddp] one bar, rank 0's
                        initial=first_step, total=first_step + len(loader), leave=False)
-            step = first_step
+            step, epoch_start = first_step, start_sample if epoch == start_epoch else 0
             for step, rgb in enumerate(bar, start=first_step + 1):
-                L, ab = to_model_batch(rgb, device, _flip_generator(config.seed, epoch, step))
+                taken = (step - first_step - 1) * loader.batch_size
+                flip = flip_mask(config.seed, epoch, positions[taken:taken + len(rgb)])
+                L, ab = to_model_batch(rgb, device, flip=flip)
                 if cuda:
                     L, ab = (t.contiguous(memory_format=torch.channels_last) for t in (L, ab))
                 with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.autocast):
@@ -223,16 +238,19 @@ def fit(
                 for key, value in losses.items():
                     sums[key] = sums.get(key, 0.0) + value.detach().float()
                 if step % config.log_every == 0:
-                    _check_finite(sums, epoch, step, checkpoint_path)
-                    bar.set_postfix({k: f"{v.item() / step:.4f}" for k, v in sums.items()})
-                if stop["stop"]:
-                    checkpoint(epoch, step, sums)
+                    logged = distributed.reduce_mean(sums, ddp)  # [ddp] the ranks' mean, and NaN stops all
+                    _check_finite(logged, epoch, step, checkpoint_path)
+                    bar.set_postfix({k: f"{v.item() / step:.4f}" for k, v in logged.items()})
+                if distributed.stop_agreed(stop["stop"], ddp, device, step % config.log_every == 0):  # [ddp]
+                    position = epoch_start + (step - first_step) * global_batch
+                    checkpoint(epoch, step, min(position, len(loader.dataset)), sums)
                     raise KeyboardInterrupt(f"training interrupted at epoch {epoch + 1}, step {step}; "
                                             f"resume with resume=True from {checkpoint_path}")
+            sums = distributed.reduce_mean(sums, ddp)  # [ddp] the history holds the ranks' mean
             _check_finite(sums, epoch, step, checkpoint_path)
             means = {k: v.item() / max(step, 1) for k, v in sums.items()}
             history.append(means | {"seconds": time.perf_counter() - began})
-            checkpoint(epoch + 1, 0, {})
+            checkpoint(epoch + 1, 0, 0, {})
     if discriminator is not None:
         set_requires_grad(discriminator, True)
     return history
@@ -260,7 +278,8 @@ def train_step(generator, discriminator, opt_g, opt_d, gan_loss, L, ab, lambda_l
         _backward_and_step(d_losses["loss_D"], opt_d, scaler)
         losses.update(d_losses)
         set_requires_grad(discriminator, False)  # G's step must not update D
-        fake_logits = discriminator(torch.cat([L, fake_ab], 1))
+        # [ddp] through the unwrapped D: no D gradients are wanted, so DDP must not wait for any
+        fake_logits = distributed.unwrap(discriminator)(torch.cat([L, fake_ab], 1))
     opt_g.zero_grad(set_to_none=True)
     if objective is not None:
         g_losses = objective(fake_ab.float(), ab)
