@@ -160,7 +160,8 @@ def fit(
     stage = "pretrain" if discriminator is None else "gan"
     cuda = device.type == "cuda"
     precision = precision_policy(device)
-    announce(precision)
+    if ddp.is_main:  # [ddp] one line per run, not per process
+        announce(precision)
     scaler = precision.grad_scaler()
     memory_format = torch.channels_last if cuda else torch.contiguous_format
     nets = [generator] + ([discriminator] if discriminator is not None else [])
