@@ -256,7 +256,7 @@ def launch(nproc: int, argv: list[str]) -> None:
     torchrun then receives the signals (Ctrl-C, SIGTERM) and forwards them to every rank.
     """
     command = torchrun_command(nproc, argv)
-    print("running: " + " ".join(command[1:]), file=sys.stderr, flush=True)
+    print("running: python " + " ".join(command[1:]), file=sys.stderr, flush=True)
     os.execv(command[0], command)
 
 
