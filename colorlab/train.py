@@ -201,7 +201,7 @@ def fit(
     # compile=True compiles the two networks (forward and backward), not train_step: backward(),
     # zero_grad() and requires_grad_() break a compiled step into pieces, and the optimizers'
     # identity would be guarded on. The wrappers share the parameters; checkpoints save the originals.
-    sync = distributed.use_sync_bn(loader.batch_size, sync_bn)
+    sync = distributed.use_sync_bn(loader.batch_size, sync_bn)  # [ddp]
     step_g, step_d = (None if net is None else distributed.wrap(net, ddp, device, sync)  # [ddp] DDP wrappers
                       for net in (generator, discriminator))
     if config.compile:
@@ -209,13 +209,14 @@ def fit(
         step_d = torch.compile(step_d) if step_d is not None else None
     sampler = loader.sampler
     distributed.shard(loader, ddp)  # [ddp] each rank its slice of every global batch
-    global_batch = loader.batch_size * ddp.world_size
+    global_batch = loader.batch_size * ddp.world_size  # [ddp]
     with _stop_on_signals() as stop:
         for epoch in range(start_epoch, config.epochs):
             first_step = start_step if epoch == start_epoch else 0
+            epoch_start = start_sample if epoch == start_epoch else 0  # [ddp] a global sample position
             sums = {k: v.to(device) for k, v in partial.items()} if epoch == start_epoch else {}
             if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch, start=start_sample if epoch == start_epoch else 0)  # [ddp] global position
+                sampler.set_epoch(epoch, start=epoch_start)
             positions = epoch_positions(loader)  # [ddp] flips follow the sample's place in the epoch, not the rank
             began = time.perf_counter()
             batches = iter(loader)  # draws a base seed from the global torch RNG, even with 0 workers
@@ -226,7 +227,7 @@ def fit(
             bar = tqdm(batches, desc=f"{stage} epoch {epoch + 1}/{config.epochs}",
                        disable=not (progress and ddp.is_main),  # [ddp] one bar, rank 0's
                        initial=first_step, total=first_step + len(loader), leave=False)
-            step, epoch_start = first_step, start_sample if epoch == start_epoch else 0
+            step = first_step
             for step, rgb in enumerate(bar, start=first_step + 1):
                 taken = (step - first_step - 1) * loader.batch_size
                 flip = flip_mask(config.seed, epoch, positions[taken:taken + len(rgb)])
