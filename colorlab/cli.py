@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from contextlib import contextmanager
@@ -46,7 +47,8 @@ def _add_train(sub) -> None:
     p.add_argument("--n-images", type=int, default=None,
                    help=f"cap on train+val images (default: all; coco: {COCO_CAP})")
     p.add_argument("--size", type=int, default=RunConfig.size)
-    p.add_argument("--batch-size", type=int, default=RunConfig.batch_size)
+    p.add_argument("--batch-size", type=int, default=RunConfig.batch_size,
+                   help="images per process and step; with --nproc N the global batch is N times this")
     p.add_argument("--epochs", type=int, default=RunConfig.epochs, help="GAN (or classification) epochs")
     p.add_argument("--pretrain-epochs", type=int, default=RunConfig.pretrain_epochs,
                    help="L1-only epochs (resnet18 recipe)")
@@ -67,6 +69,27 @@ def _add_train(sub) -> None:
                    help="classification recipe: start from a regression checkpoint of the same size (all but its head)")
     p.add_argument("--no-cache", dest="cache", action="store_false",
                    help="decode every image every epoch instead of once into a uint8 cache")
+    _add_nproc(p)
+
+
+def _add_nproc(p) -> None:
+    p.add_argument("--nproc", type=int, default=1,
+                   help="train on N processes of this machine (GPUs, or CPU cores with --device cpu) by running "
+                        "this command under `python -m torch.distributed.run --standalone --nproc_per_node N`; "
+                        "for several nodes, run torchrun yourself (book appendix 'Training on many GPUs')")
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """`argv` without its --nproc option: what each torchrun process runs."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
+    return kept
 
 
 def _offline_sources(args) -> tuple[str, str | None]:
@@ -99,6 +122,8 @@ def _train(args) -> int:
     if args.resume and not any((Path(config.out) / f"{stage}.pt").is_file() for stage in RECIPES[config.recipe]):
         print(f"colorlab train: no checkpoint in {config.out}/ to resume from; starting a new run", file=sys.stderr)
     summary = run(config)
+    if summary is None:  # another rank of a torchrun job: rank 0 reports
+        return 0
     print(json.dumps(summary["metrics"], indent=1))
     print(f"wrote {config.out}/ (checkpoints, metrics.json, losses.png, samples.png) in {summary['seconds']} s")
     return 0
@@ -154,6 +179,7 @@ def _add_experiment(sub) -> None:
                       help="also write the three generators as publishable files + MANIFEST.json into DIR")
     mode.add_argument("--from-published", action="store_true",
                       help="train nothing: evaluate the published models of the config's size (colorlab models)")
+    _add_nproc(p)
 
 
 def _experiment(args) -> int:
@@ -169,6 +195,8 @@ def _experiment(args) -> int:
         if args.export_models:
             command += f" --export-models {args.export_models}"
         summary = run_experiment(config, args.out, device=args.device, command=command, export=args.export_models)
+        if summary is None:  # another rank of a torchrun job: rank 0 reports
+            return 0
         wrote = f"wrote {args.out}/ (metrics.json, grid.png, losses.png); stage seconds: {summary['seconds']}"
     for model, metrics in summary["metrics"].items():
         print(f"{model:>15}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
@@ -194,6 +222,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "nproc", 1) != 1:
+        if args.nproc < 1:
+            parser.error(f"--nproc must be >= 1, got {args.nproc}")
+        if "WORLD_SIZE" not in os.environ:  # not yet under torchrun: become it (it runs us N times)
+            from .distributed import launch
+
+            launch(args.nproc, _without_nproc(sys.argv[1:] if argv is None else argv))
     handlers = {"train": _train, "colorize": _colorize, "experiment": _experiment,
                 "assignments": lambda a: a.func(a), "models": lambda a: a.func(a)}
     from .assignments_cli import MissingExtraError

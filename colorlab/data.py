@@ -204,23 +204,86 @@ class EpochSampler(Sampler[int]):
 
     `start` skips the first samples of the epoch, to resume in the middle of one; past the
     end (a run interrupted after an epoch's last, partial batch) the epoch is empty.
+
+    Under DistributedDataParallel (`shard`), every rank draws the same permutation and takes
+    its slice of each global batch: rank r's k-th batch is positions [k*B + r*b, k*B + (r+1)*b)
+    of the epoch (b the per-rank batch, B = world_size * b), so the ranks' k-th batches together
+    are exactly the k-th batch of one process with batch B. `start` is a *global* sample position,
+    so a run resumed with another world size continues at the same sample; when `start` is not a
+    multiple of the new B, the rest of the epoch is cut into global batches from `start` on (its
+    batches then differ from those of an uninterrupted run at either size; no sample is repeated
+    or skipped). The tail of the epoch, shorter than B, is dropped with `drop_last` (as one process
+    with batch B drops it), else split into `world_size` nearly equal parts, one per rank.
     """
 
     def __init__(self, n: int, seed: int = 0, shuffle: bool = True) -> None:
         self.n, self.seed, self.shuffle = n, seed, shuffle
         self.epoch, self.start = 0, 0
+        self.rank, self.world_size, self.batch_size, self.drop_last = 0, 1, 1, False
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
+    def shard(self, rank: int, world_size: int, batch_size: int, drop_last: bool) -> None:
+        """Take rank `rank`'s share of every epoch from now on (see the class docstring)."""
+        if not 0 <= rank < world_size or batch_size < 1:
+            raise ValueError(f"cannot shard as rank {rank} of {world_size} with batch size {batch_size}")
+        self.rank, self.world_size, self.batch_size, self.drop_last = rank, world_size, batch_size, drop_last
+
+    def positions(self) -> torch.Tensor:
+        """The epoch positions (indices into the epoch's permutation) of this rank's samples, in order."""
+        remaining = torch.arange(min(self.start, self.n), self.n)
+        if self.world_size == 1:
+            return remaining
+        global_batch = self.world_size * self.batch_size
+        full = len(remaining) // global_batch * global_batch
+        mine = remaining[:full].view(-1, self.world_size, self.batch_size)[:, self.rank].flatten()
+        tail = remaining[full:]
+        if self.drop_last or not len(tail):
+            return mine
+        if len(tail) < self.world_size:  # a rank without a batch would wait forever for the others
+            raise ValueError(f"the epoch ends with {len(tail)} sample(s) for {self.world_size} processes: use "
+                             "drop_last, or a dataset size that leaves no such tail")
+        return torch.cat([mine, torch.tensor_split(tail, self.world_size)[self.rank]])
+
     def __len__(self) -> int:
-        return max(0, self.n - self.start)
+        if self.world_size == 1:
+            return max(0, self.n - self.start)
+        return len(self.positions())
 
     def __iter__(self):
+        positions = self.positions()
         if not self.shuffle:
-            return iter(range(self.start, self.n))
+            return iter(positions.tolist())
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator)[self.start :].tolist())
+        return iter(torch.randperm(self.n, generator=generator)[positions].tolist())
+
+
+def epoch_positions(loader: DataLoader) -> torch.Tensor:
+    """The epoch positions of the samples `loader` yields this epoch, in order (see `EpochSampler`).
+
+    A loader without an `EpochSampler` is taken to yield positions 0, 1, 2, ...
+    """
+    sampler = loader.sampler
+    return sampler.positions() if isinstance(sampler, EpochSampler) else torch.arange(len(sampler))
+
+
+def _hash32(x: torch.Tensor | int) -> torch.Tensor | int:
+    """A 32-bit integer mixing function (xor-shift-multiply): nearby inputs give unrelated outputs."""
+    for _ in range(2):
+        x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
+    return (x >> 16) ^ x
+
+
+def flip_mask(seed: int, epoch: int, positions: torch.Tensor) -> torch.Tensor:
+    """Which samples to mirror: a hash of (seed, epoch, epoch position), about half of them.
+
+    A sample's flip depends on where it is in the epoch, not on which process or batch holds
+    it: 2 processes with batch 4 flip exactly what 1 process with batch 8 flips, and a resumed
+    run flips what the uninterrupted run flipped.
+    """
+    key = _hash32(_hash32(seed & 0xFFFFFFFF) ^ (epoch & 0xFFFFFFFF))
+    return _hash32(positions.long() ^ key) >= 1 << 31
 
 
 def make_loader(
@@ -244,16 +307,23 @@ def make_loader(
 
 def random_hflip(rgb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror each image of a batch left-right with probability 1/2 (training only)."""
-    flip = torch.rand(rgb.shape[0], generator=generator) < 0.5
+    return hflip(rgb, torch.rand(rgb.shape[0], generator=generator) < 0.5)
+
+
+def hflip(rgb: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the images of a batch whose `flip` entry is True."""
     return torch.where(flip.to(rgb.device, non_blocking=True)[:, None, None, None], rgb.flip(-1), rgb)
 
 
 def to_model_batch(
-    rgb_uint8: torch.Tensor, device: torch.device | str = "cpu", flip_generator: torch.Generator | None = None
+    rgb_uint8: torch.Tensor, device: torch.device | str = "cpu", flip_generator: torch.Generator | None = None,
+    flip: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 RGB batch -> normalised (L, ab) on `device`; flips if a generator is given."""
+    """uint8 RGB batch -> normalised (L, ab) on `device`; flips at random with a generator, or where `flip` says."""
     rgb = rgb_uint8.to(device, non_blocking=True)
-    if flip_generator is not None:
+    if flip is not None:
+        rgb = hflip(rgb, flip)
+    elif flip_generator is not None:
         rgb = random_hflip(rgb, flip_generator)
     return rgb_to_L_ab(rgb.float() / 255.0)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from . import hub
+from . import distributed, hub
 from .checkpoint import load_generator
 from .colorize import colorize_image
 from .color import L_ab_to_rgb
@@ -108,16 +108,19 @@ def _commit() -> str:
 
 
 def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "auto", progress: bool = True,
-                   command: str = "", export: str | Path | None = None) -> dict:
+                   command: str = "", export: str | Path | None = None) -> dict | None:
     """Train the three models, evaluate them together, write the artifacts; returns the summary.
+
+    Under torchrun (`colorlab experiment --nproc N`) every process trains; rank 0 alone evaluates,
+    writes and returns the summary (the other ranks return None).
 
     `command` is recorded in metrics.json, so that a committed result says how to reproduce it.
     With `export`, the three generators are also written there as publishable files (`export_models`).
     """
-    device = pick_device(device)
+    ddp, device = distributed.setup(pick_device(device))
     out = Path(out)
     checkpoints = out / "checkpoints"
-    train_files, val_files = load_split(config.data, config.n_images, seed=config.seed)
+    train_files, val_files = distributed.main_first(ddp, load_split, config.data, config.n_images, seed=config.seed)
     common = dict(size=config.size, batch_size=config.batch_size, seed=config.seed, device=device, resume=True,
                   progress=progress, cache=config.cache)
     baseline = train_recipe("baseline", train_files, checkpoints, epochs={"gan": config.baseline_epochs},
@@ -134,11 +137,14 @@ def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "aut
               # the end of pretraining, kept by its checkpoint (deepcopy fails on DynamicUnet's hooks)
               "L1-pretrained": load_generator(resnet.checkpoints["pretrain"], map_location=device)[0],
               "pretrained+GAN": resnet.generator}
+    if not ddp.is_main:  # [ddp]
+        return None
 
     summary = {
         **_provenance(command, device, config),
         "pretrained_backbone": bool(getattr(resnet.generator, "pretrained", False)),
         "n_train": len(train_files), "n_val": len(val_files),
+        "world_size": ddp.world_size, "global_batch_size": config.batch_size * ddp.world_size,
         "seconds": {stage: round(s, 1) for stage, s in seconds.items()},
         "metrics": _write_results(models, histories, val_files, config, out, device),
         "history": {stage: h.epochs for stage, h in histories.items()},

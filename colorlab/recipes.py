@@ -12,6 +12,8 @@ A recipe is a named list of stages (`colorlab.stages`), each trained by `colorla
 and tools/blotches.py all train through `train_recipe`. A run writes into `out/`: one
 checkpoint per stage (`pretrain.pt`, `gan.pt`, `classify.pt`; resumable), and with `run` also
 `history.json`, `metrics.json`, `losses.png` and `samples.png` (grayscale | prediction | truth).
+Under torchrun (`colorlab train --nproc N`) every process trains, rank 0 alone writes these files,
+and `batch_size` is the per-process batch (metrics.json records world_size and global_batch_size).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from . import distributed
 from .data import COCO_CAP, LOAD_SIDE_FACTOR, load_split, train_loader, val_batches
 from .evaluate import evaluate, sample_grid
 from .models import IMAGENET, build_generator, check_size
@@ -84,8 +87,9 @@ def train_recipe(recipe: str, train_files: list[Path], out: str | Path, *, size:
                          f"{', '.join(RECIPES[recipe])}")
     if missing := [stage for stage in stages if stage not in epochs]:
         raise ValueError(f"no epochs given for stage {', '.join(missing)}")
-    out, device = Path(out), pick_device(device)
-    loader = train_loader(train_files, size, batch_size, seed, cache=cache, num_workers=num_workers, progress=progress)
+    out, (ddp, device) = Path(out), distributed.setup(pick_device(device))
+    loader = distributed.main_first(ddp, train_loader, train_files, size, batch_size, seed, cache=cache,  # [ddp]
+                                    num_workers=num_workers, progress=progress and ddp.is_main)  # rank 0 caches
     configs = {stage: stage_config(stage, epochs[stage], seed, **(overrides or {}).get(stage, {})) for stage in stages}
     torch.manual_seed(seed)
     if generator is None:
@@ -102,7 +106,7 @@ def train_recipe(recipe: str, train_files: list[Path], out: str | Path, *, size:
         if stage == "classify":
             from .classify import objective_for
 
-            objective = objective_for(generator, train_files, size)
+            objective = distributed.main_first(ddp, objective_for, generator, train_files, size)  # [ddp] its cache
         torch.manual_seed(seed)
         histories[stage] = fit(build_stage(stage, generator, config, objective), loader, device=device,
                                checkpoint_path=checkpoints[stage], resume=resume, progress=progress)
@@ -149,18 +153,23 @@ class RunConfig:
         return {"pretrain": self.pretrain_epochs, "gan": self.epochs, "classify": self.epochs}
 
 
-def run(config: RunConfig) -> dict:
-    """Train `config.recipe`, evaluate on the validation split, write the run's files; returns the summary."""
+def run(config: RunConfig) -> dict | None:
+    """Train `config.recipe`, evaluate on the validation split, write the run's files; returns the summary.
+
+    Under torchrun, rank 0 evaluates, writes and returns the summary; the other ranks return None.
+    """
     began = time.perf_counter()
-    device = pick_device(config.device)
-    train_files, val_files = load_split(config.data, config.n_images, seed=config.seed,
-                                        max_side=LOAD_SIDE_FACTOR * config.size)
+    ddp, device = distributed.setup(pick_device(config.device))
+    train_files, val_files = distributed.main_first(ddp, load_split, config.data, config.n_images, seed=config.seed,
+                                                    max_side=LOAD_SIDE_FACTOR * config.size)  # [ddp] offline photos
     out = Path(config.out)  # created only once the data is known to be usable
     generator, histories, *_ = train_recipe(
         config.recipe, train_files, out, size=config.size, epochs=config.stage_epochs, batch_size=config.batch_size,
         seed=config.seed, weights=config.weights, init=config.init,
         overrides={"gan": dict(gan_mode=config.gan_mode, lambda_l1=config.lambda_l1)}, device=device,
         resume=config.resume, progress=config.progress, cache=config.cache, num_workers=config.num_workers)
+    if not ddp.is_main:  # [ddp]
+        return None
 
     batches = val_batches(val_files, config.size, device)
     extra = {}
@@ -175,6 +184,7 @@ def run(config: RunConfig) -> dict:
     fig.savefig(out / "samples.png", dpi=80)
     loss_figure(histories).savefig(out / "losses.png", dpi=80)
     summary = {"config": asdict(config), "device": str(device), "n_train": len(train_files), "n_val": len(val_files),
+               "world_size": ddp.world_size, "global_batch_size": config.batch_size * ddp.world_size,
                "metrics": metrics, "seconds": round(time.perf_counter() - began, 1)}
     (out / "history.json").write_text(json.dumps({k: h.epochs for k, h in histories.items()}, indent=1))
     (out / "metrics.json").write_text(json.dumps(summary, indent=1))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .distributed import unwrap
 from .losses import LAMBDA_L1, GANLoss, discriminator_loss, generator_loss
 from .models import build_discriminator
 
@@ -203,7 +204,8 @@ def pix2pix_step(generator, discriminator, opt_g, opt_d, gan_loss, L, ab, lambda
     )
     backward_and_step(d_losses["loss_D"], opt_d, scaler)
     set_requires_grad(discriminator, False)  # G's step must not update D
-    fake_logits = discriminator(torch.cat([L, fake_ab], 1))
+    # through the unwrapped D under DDP: no D gradients are wanted, so DDP must not wait for any
+    fake_logits = unwrap(discriminator)(torch.cat([L, fake_ab], 1))
     opt_g.zero_grad(set_to_none=True)
     g_losses = generator_loss(gan_loss, fake_logits, fake_ab.float(), ab, lambda_l1)
     backward_and_step(g_losses["loss_G"], opt_g, scaler)

@@ -4,8 +4,10 @@
 Its guarantees, beyond the reference tutorial's recipe:
 - resumable: a checkpoint (atomic) after every epoch and when interrupted (Ctrl-C or
   SIGTERM, at the next step boundary); `resume=True` continues bit-identically on the CPU,
-  because data order and flips depend only on (seed, epoch, step) and all RNGs are saved
-  (and restored after the resumed epoch's DataLoader iterator has drawn its seed);
+  because data order and flips depend only on (seed, epoch, sample position) and all RNGs are
+  saved (and restored after the resumed epoch's DataLoader iterator has drawn its seed);
+- scalable: the same loop runs under torchrun on several GPUs or nodes (DistributedDataParallel);
+  the lines marked `# [ddp]` call colorlab.distributed, and do nothing in a single process;
 - fast: Lab conversion and flips on the device; on CUDA, mixed precision chosen per GPU
   (`colorlab.runtime.precision_policy`: bf16, or fp16 + GradScaler), channels_last and fused
   Adam; losses summed on the device and read back only every `log_every` steps,
@@ -26,8 +28,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm  # plain text bars: notebooks without ipywidgets too
 
+from . import distributed
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
-from .data import to_model_batch
+from .data import epoch_positions, flip_mask, to_model_batch
 from .runtime import announce, pick_device, precision_policy
 from .stages import OLDER_NAMES, Stage, TrainConfig
 
@@ -83,10 +86,6 @@ def _stop_on_signals():
             signal.signal(sig, handler)
 
 
-def _flip_generator(seed: int, epoch: int, step: int) -> torch.Generator:
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_003 + step)
-
-
 def fit(
     stage: Stage,
     loader: DataLoader,
@@ -94,60 +93,80 @@ def fit(
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
+    sync_bn: bool | None = None,
 ) -> History:
     """Train `stage` (`colorlab.stages`) on `loader` (uint8 RGB batches) for `stage.config.epochs` epochs.
 
     Returns the per-epoch history. With `checkpoint_path`, saves after every epoch and
     on interruption; `resume=True` continues from that file if it exists.
+
+    Under torchrun, each process trains on its share of every global batch (the loader's
+    batch_size is the per-process batch) and `sync_bn` (None: `distributed.use_sync_bn`'s rule)
+    makes BatchNorm use the global batch's statistics. Rank 0 writes the checkpoint; the returned
+    history holds the losses averaged over the ranks.
     """
-    config, device = stage.config, pick_device(device)
+    config = stage.config
+    ddp, device = distributed.setup(pick_device(device))  # [ddp] process group from torchrun's environment
     cuda = device.type == "cuda"
     precision = precision_policy(device)
-    announce(precision)
+    if ddp.is_main:  # [ddp] one line per run, not per process
+        announce(precision)
     scaler = precision.grad_scaler()
     memory_format = torch.channels_last if cuda else torch.contiguous_format
     stage.to(device, memory_format)
 
-    history, start_epoch, start_step, partial, rng = History(), 0, 0, {}, None
+    history, start_epoch, start_step, start_sample, partial, rng = History(), 0, 0, 0, {}, None
     if resume and (state := resumable_state(checkpoint_path, stage.generator.spec, stage.name, config,
                                             map_location=device)):
         stage.load_state_dict(state)
         history = History(state["history"])
         start_epoch, start_step, partial, rng = state["epoch"], state["step"], state["partial"], state["rng"]
+        start_sample = state.get("samples", start_step * loader.batch_size)  # [ddp] global position in the epoch
         restore_rng(rng)
 
-    def checkpoint(epoch: int, step: int, sums: dict[str, torch.Tensor]) -> None:
+    def checkpoint(epoch: int, step: int, samples: int, sums: dict[str, torch.Tensor]) -> None:
         if checkpoint_path is None:
             return
-        save_checkpoint(checkpoint_path, {
+        sums = distributed.reduce_mean(sums, ddp)  # [ddp] every rank resumes from the ranks' mean
+        distributed.on_main(ddp, save_checkpoint, checkpoint_path, {  # [ddp] rank 0 writes, the others wait
             "spec": stage.generator.spec, "stage": stage.name, "config": asdict(config), "epoch": epoch,
-            "step": step, "partial": {k: v.detach().cpu() for k, v in sums.items()}, **stage.state_dict(),
+            "step": step, "samples": samples, "partial": {k: v.detach().cpu() for k, v in sums.items()},
+            **stage.state_dict(),
             "history": history.epochs, "rng": capture_rng(),
         })
 
     # compile=True compiles the networks (forward and backward), not the step: backward(),
     # zero_grad() and requires_grad_() break a compiled step into pieces, and the optimizers'
     # identity would be guarded on.
+    sync = distributed.use_sync_bn(loader.batch_size, sync_bn)  # [ddp]
+    stage.wrap(lambda net: distributed.wrap(net, ddp, device, sync))  # [ddp] DDP wrappers
     if config.compile:
         stage.wrap(torch.compile)
     sampler = loader.sampler
+    distributed.shard(loader, ddp)  # [ddp] each rank its slice of every global batch
+    global_batch = loader.batch_size * ddp.world_size  # [ddp]
     with _stop_on_signals() as stop:
         for epoch in range(start_epoch, config.epochs):
             first_step = start_step if epoch == start_epoch else 0
+            epoch_start = start_sample if epoch == start_epoch else 0  # [ddp] a global sample position
             sums = {k: v.to(device) for k, v in partial.items()} if epoch == start_epoch else {}
             if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch, start=first_step * loader.batch_size)
+                sampler.set_epoch(epoch, start=epoch_start)
+            positions = epoch_positions(loader)  # [ddp] flips follow the sample's place in the epoch, not the rank
             began = time.perf_counter()
             batches = iter(loader)  # draws a base seed from the global torch RNG, even with 0 workers
             if first_step and epoch == start_epoch:
                 # The interrupted run had drawn that seed before the checkpoint's RNG state was
                 # taken: drawing it again would shift every Dropout mask after the resume.
                 restore_rng(rng)
-            bar = tqdm(batches, desc=f"{stage.name} epoch {epoch + 1}/{config.epochs}", disable=not progress,
+            bar = tqdm(batches, desc=f"{stage.name} epoch {epoch + 1}/{config.epochs}",
+                       disable=not (progress and ddp.is_main),  # [ddp] one bar, rank 0's
                        initial=first_step, total=first_step + len(loader), leave=False)
             step = first_step
             for step, rgb in enumerate(bar, start=first_step + 1):
-                L, ab = to_model_batch(rgb, device, _flip_generator(config.seed, epoch, step))
+                taken = (step - first_step - 1) * loader.batch_size
+                flip = flip_mask(config.seed, epoch, positions[taken:taken + len(rgb)])
+                L, ab = to_model_batch(rgb, device, flip=flip)
                 if cuda:
                     L, ab = (t.contiguous(memory_format=torch.channels_last) for t in (L, ab))
                 with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.autocast):
@@ -155,16 +174,19 @@ def fit(
                 for key, value in losses.items():
                     sums[key] = sums.get(key, 0.0) + value.detach().float()
                 if step % config.log_every == 0:
-                    _check_finite(sums, epoch, step, checkpoint_path)
-                    bar.set_postfix({k: f"{v.item() / step:.4f}" for k, v in sums.items()})
-                if stop["stop"]:
-                    checkpoint(epoch, step, sums)
+                    logged = distributed.reduce_mean(sums, ddp)  # [ddp] the ranks' mean, and NaN stops all
+                    _check_finite(logged, epoch, step, checkpoint_path)
+                    bar.set_postfix({k: f"{v.item() / step:.4f}" for k, v in logged.items()})
+                if distributed.stop_agreed(stop["stop"], ddp, device, step % config.log_every == 0):  # [ddp]
+                    position = epoch_start + (step - first_step) * global_batch
+                    checkpoint(epoch, step, min(position, len(loader.dataset)), sums)
                     raise KeyboardInterrupt(f"training interrupted at epoch {epoch + 1}, step {step}; "
                                             f"resume with resume=True from {checkpoint_path}")
+            sums = distributed.reduce_mean(sums, ddp)  # [ddp] the history holds the ranks' mean
             _check_finite(sums, epoch, step, checkpoint_path)
             means = {k: v.item() / max(step, 1) for k, v in sums.items()}
             history.append(means | {"seconds": time.perf_counter() - began})
-            checkpoint(epoch + 1, 0, {})
+            checkpoint(epoch + 1, 0, 0, {})
     stage.finish()
     return history
 

@@ -13,7 +13,7 @@ What draws random numbers during training, and so what this can catch:
 - resnet18 at 32 px (the smallest size): fastai's DynamicUnet over ResNet18 and the PatchGAN have no
   Dropout at any size, so no layer draws random numbers; the test still checks that the two stages
   (pretraining, then GAN) resume into the same weights, optimizer moments and histories.
-- flips use their own generator seeded by (seed, epoch, step), and the sampler its own per epoch.
+- flips are a hash of (seed, epoch, sample position), and the sampler has its own generator per epoch.
 """
 
 from __future__ import annotations
