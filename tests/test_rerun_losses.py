@@ -31,7 +31,7 @@ def _write(tmp_path, rerun_config=CONFIG):
 
 def test_draws_the_rerun_losses_and_records_their_source(tmp_path):
     results, rerun = _write(tmp_path)
-    assert rerun_losses.main([str(rerun), "--results", str(results)]) == 0
+    assert rerun_losses.main([str(rerun), "--results", str(results), "--note", "resumed once"]) == 0
     assert (results / "losses.png").stat().st_size > 1000
     summary = json.loads((results / "metrics.json").read_text())
     assert "missing" not in summary
@@ -39,6 +39,7 @@ def test_draws_the_rerun_losses_and_records_their_source(tmp_path):
     assert record["rerun"]["commit"] == "abc1234"
     assert record["rerun_vs_published"]["baseline"]["psnr"] == {"rerun": 21.5, "published": 21.0}
     assert record["command"].startswith("python tools/rerun_losses.py")
+    assert record["note"] == "resumed once"
 
 
 def test_refuses_a_rerun_of_another_config(tmp_path):

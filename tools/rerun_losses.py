@@ -26,7 +26,7 @@ from colorlab.recipes import loss_figure
 from colorlab.train import History
 
 
-def describe_rerun(rerun: dict, published_metrics: dict) -> dict:
+def describe_rerun(rerun: dict, published_metrics: dict, note: str | None = None) -> dict:
     """What results/cpu64/metrics.json says about losses.png: its source run, and re-run vs published metrics."""
     shared_keys = ("psnr", "ssim", "colourfulness", "dCF")
     return {
@@ -37,13 +37,14 @@ def describe_rerun(rerun: dict, published_metrics: dict) -> dict:
                                        for key in shared_keys}
                                for model in published_metrics},
         "command": "python tools/rerun_losses.py " + " ".join(shlex.quote(arg) for arg in sys.argv[1:]),
-    }
+    } | ({"note": note} if note else {})
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("rerun", type=Path, help="the re-run's metrics.json (written by colorlab experiment)")
     parser.add_argument("--results", type=Path, default=Path("results/cpu64"))
+    parser.add_argument("--note", help="how the re-run went (interruptions, machine load), kept in the record")
     args = parser.parse_args(argv)
     rerun = json.loads(args.rerun.read_text())
     summary_path = args.results / "metrics.json"
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     missing.pop("losses.png", None)
     if missing:
         summary["missing"] = missing
-    summary["losses.png"] = describe_rerun(rerun, summary["metrics"])
+    summary["losses.png"] = describe_rerun(rerun, summary["metrics"], args.note)
     summary_path.write_text(json.dumps(summary, indent=1))
     print(f"wrote {args.results / 'losses.png'} and its record in {summary_path}")
     return 0
