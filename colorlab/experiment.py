@@ -128,6 +128,8 @@ def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "aut
     resnet = train_recipe("resnet18", train_files, checkpoints, weights=config.weights, output=config.output,
                           epochs={"pretrain": config.pretrain_epochs, "gan": config.gan_epochs},
                           prefix="resnet18_", **common)
+    if not ddp.is_main:  # [ddp] rank 0 alone evaluates and writes
+        return None
     histories = {"baseline": baseline.histories["gan"], "L1 pretraining": resnet.histories["pretrain"],
                  "GAN fine-tuning": resnet.histories["gan"]}
     seconds = {STAGES["baseline"][0]: baseline.seconds["gan"],
@@ -137,8 +139,6 @@ def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "aut
               # the end of pretraining, kept by its checkpoint (deepcopy fails on DynamicUnet's hooks)
               "L1-pretrained": load_generator(resnet.checkpoints["pretrain"], map_location=device)[0],
               "pretrained+GAN": resnet.generator}
-    if not ddp.is_main:  # [ddp]
-        return None
 
     summary = {
         **_provenance(command, device, config),
