@@ -244,8 +244,6 @@ def installed() -> str:
     return f"colorlab {__version__} ({Path(package_file).parent}), torch {torch.__version__}, Python {python}"
 
 
-# a chapter's training stage -> the published model of that stage, without its "-SIZE"
-STAGE_MODELS = {"baseline": "baseline", "pretrain": "resnet18-l1", "gan": "resnet18-gan"}
 SHOWCASE_PHOTOS = 32  # validation photos a chapter shows a published model on (all of them in chapter 8)
 
 
@@ -266,19 +264,17 @@ def published_name(stage: str, published: str, size: int) -> str | None:
     A forced name that belongs to another stage leaves this stage to "auto"; one made for
     another image size is refused, since the chapter's photos are `size` px.
     """
-    if stage not in STAGE_MODELS:
-        raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(STAGE_MODELS)}")
+    of_stage = hub.stage_models(stage)
     if published == "none":
         return None
     if published != "auto":
         model = hub.get(published)
-        if model.name.startswith(STAGE_MODELS[stage] + "-"):
+        if model.name in of_stage:
             if model.spec["size"] != size:
                 raise ValueError(f"published={published!r} is a {model.spec['size']} px model; "
                                  f"run the chapter with size={model.spec['size']}")
             return model.name
-    name = f"{STAGE_MODELS[stage]}-{size}"
-    return name if name in hub.MODELS and hub.is_available(name) else None
+    return next((name for name in hub.stage_models(stage, size) if hub.is_available(name)), None)
 
 
 def showcase(stage: str, published: str, trained: nn.Module, val: list, size: int,
@@ -301,8 +297,7 @@ def why_not_published(stage: str, published: str, size: int) -> str:
     """Why no published model stands for `stage`, and how to get one: for the line a chapter prints."""
     if published == "none":
         return "published='none'"
-    names = [name for name in hub.MODELS if name.startswith(STAGE_MODELS[stage] + "-")]
-    same_size = [name for name in names if hub.MODELS[name].spec["size"] == size]
+    names, same_size = hub.stage_models(stage), hub.stage_models(stage, size)
     if not same_size:
         return f"no published model of this stage for {size} px; published ones: {', '.join(names) or 'none'}"
     return (f"the file of the published {same_size[0]} is not here; `colorlab models fetch {same_size[0]}` or "

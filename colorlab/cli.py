@@ -144,7 +144,7 @@ def _published_checkpoint(name: str | None) -> str:
     """The checked file of the published model `name`, or of the best one present here (else downloaded)."""
     from . import hub
 
-    name = name or hub.best_available() or hub.PREFERENCE[0]
+    name = name or hub.best_available() or hub.DEFAULT
     print(f"using the published model {hub.get(name).describe()}")
     return str(hub.fetch_pretrained(name))
 

@@ -159,6 +159,17 @@ def predict_rgb(generator: nn.Module, L: torch.Tensor) -> torch.Tensor:
     return L_ab_to_rgb(L, predict_ab(generator, L))
 
 
+class Grey(nn.Module):
+    """The yardstick every colorizer must beat: predicts ab = 0, i.e. shows the grey input as it is.
+
+    PSNR and SSIM reward cautious greyish guesses, so a model that scores below this has made the
+    photos worse than leaving them grey.
+    """
+
+    def forward(self, L: torch.Tensor) -> torch.Tensor:
+        return L.new_zeros(L.shape[0], 2, *L.shape[2:])
+
+
 @torch.no_grad()
 def predict_ab(generator: nn.Module, L: torch.Tensor) -> torch.Tensor:
     """The generator's raw ab for a batch of normalised L, before any clamp (float32)."""

@@ -24,7 +24,7 @@ from .checkpoint import load_generator
 from .colorize import colorize_image
 from .color import L_ab_to_rgb
 from .data import load_split, shared_data_dir, val_batches
-from .evaluate import comparison_grid, evaluate, grayscale_rgb, predict_rgb
+from .evaluate import Grey, comparison_grid, evaluate, grayscale_rgb, predict_rgb
 from .io import list_images, load_rgb
 from .models import OUTPUTS, check_size
 from .recipes import REFERENCE_EPOCHS, train_recipe
@@ -42,6 +42,8 @@ PUBLISHED = {
     "pretrained+GAN": ("resnet18-gan", "resnet18_gan.pt", ("L1 pretraining", "GAN fine-tuning"),
                        "ResNet18-DynamicUnet, L1 pretraining then cGAN + 100*L1"),
 }
+# model -> the chapter stage whose published model stands for it (colorlab.hub.stage_models)
+CHAPTER_STAGE = {"baseline": "baseline", "L1-pretrained": "pretrain", "pretrained+GAN": "gan"}
 NO_LOSSES = ("losses.png is missing: the published files are generator-only checkpoints without training history, "
              "so their loss curves cannot be drawn; models exported with --export-models keep each stage's history "
              "in their manifest entry")
@@ -167,7 +169,7 @@ def _write_results(models: dict, histories: dict, val_files: list[Path], config:
     """Evaluate `models` on the same validation photos; write grid.png, losses.png (when there are
     training histories) and old_photos.png (when the shared old photos are here); returns the metrics."""
     batches = val_batches(val_files, config.size, device)
-    metrics = {name: evaluate(model, batches) for name, model in models.items()}
+    metrics = {name: evaluate(model, batches) for name, model in models.items()} | {"grey": evaluate(Grey(), batches)}
     L, ab = batches[0]
     rows = min(config.grid_rows, len(L))
     columns = {"gray": grayscale_rgb(L[:rows])} | {name: predict_rgb(m, L[:rows]) for name, m in models.items()}
@@ -232,6 +234,14 @@ def export_models(checkpoints: Path, folder: str | Path, summary: dict) -> list[
     return entries
 
 
+def _published_name(model: str, size: int) -> str:
+    """The preferred published model of `size` px that stands for the experiment's `model`."""
+    names = hub.stage_models(CHAPTER_STAGE[model], size)
+    if not names:
+        raise hub.PublishedModelError(f"no published {model} model of {size} px; published ones: {', '.join(hub.MODELS)}")
+    return names[0]
+
+
 def evaluate_published(config: ExperimentConfig, out: str | Path, device: str = "auto", command: str = "") -> dict:
     """The experiment's evaluation and figures for the published models of `config.size`, without training.
 
@@ -241,7 +251,7 @@ def evaluate_published(config: ExperimentConfig, out: str | Path, device: str = 
     """
     device, out = pick_device(device), Path(out)
     _, val_files = load_split(config.data, config.n_images, seed=config.seed)
-    names = {model: f"{prefix}-{config.size}" for model, (prefix, *_) in PUBLISHED.items()}
+    names = {model: _published_name(model, config.size) for model in PUBLISHED}
     models = {model: hub.load_pretrained(name, device) for model, name in names.items()}
     summary = {
         **_provenance(command, device, config),

@@ -64,18 +64,21 @@ class PublishedModel:
         return self.info.get("validation", {}).get("metrics", {})
 
 
-def _load_registry() -> tuple[dict[str, PublishedModel], list[str]]:
+def _load_registry() -> tuple[dict[str, PublishedModel], list[str], str]:
     registry = json.loads(REGISTRY_FILE.read_text())
     base = f"{REPOSITORY_URL}/releases/download/{registry['release']}"
     models = {}
     for entry in registry["models"]:
         core = {key: entry[key] for key in ("name", "file", "sha256", "bytes", "spec")}
         models[entry["name"]] = PublishedModel(**core, url=f"{base}/{entry['file']}", info=entry)
-    return models, registry["preference"]
+    return models, registry["preference"], registry["default"]
 
 
-# name -> entry, and the order in which `colorlab colorize` prefers them (the final recipe first)
-MODELS, PREFERENCE = _load_registry()
+# name -> entry; the order in which `colorlab colorize` and the chapters prefer them; the publication's default
+MODELS, PREFERENCE, DEFAULT = _load_registry()
+
+# a chapter's training stage -> (the generator's architecture, the training stage its published weights end with)
+CHAPTER_STAGES = {"baseline": ("baseline", "gan"), "pretrain": ("resnet18", "pretrain"), "gan": ("resnet18", "gan")}
 
 
 def get(name: str) -> PublishedModel:
@@ -83,6 +86,19 @@ def get(name: str) -> PublishedModel:
         raise PublishedModelError(f"no published model named {name!r}; the published models are "
                                   f"{', '.join(MODELS)} (see `colorlab models`)")
     return MODELS[name]
+
+
+def stage_models(stage: str, size: int | None = None) -> list[str]:
+    """The published models that stand for a chapter's `stage` (of image size `size`), most preferred first.
+
+    A stage can have several: `resnet18-gan-64-v2` (bounded output, the default) before
+    `resnet18-gan-64`, which chapter 7 keeps for its blotch diagnosis.
+    """
+    if stage not in CHAPTER_STAGES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(CHAPTER_STAGES)}")
+    arch, trained = CHAPTER_STAGES[stage]
+    return [name for name in PREFERENCE if (MODELS[name].spec["arch"], MODELS[name].info.get("stage")) == (arch, trained)
+            and (size is None or MODELS[name].spec["size"] == size)]
 
 
 def search_dirs() -> list[Path]:
@@ -223,21 +239,22 @@ ARCHITECTURES = {"baseline": "pix2pix U-Net", "resnet18": "ResNet18 DynamicUnet"
 
 def table() -> list[str]:
     """`colorlab models`: one row per published model, then what each was trained on."""
-    header = (f"{'name':<17}{'architecture':<22}{'size':>5}  {'epochs':<22}{'PSNR':>6}{'colourf.':>9}{'dCF':>7}"
+    header = (f"{'name':<20}{'architecture':<22}{'size':>5}  {'epochs':<22}{'PSNR':>6}{'colourf.':>9}{'dCF':>7}"
               "  local file")
     rows, trained_on = [header], []
     for name in MODELS:
         model, local = MODELS[name], local_file(name)
         metrics = model.metrics()
         epochs = " + ".join(f"{n} {stage}" for stage, n in model.info.get("epochs", {}).items())
-        rows.append(f"{name:<17}{ARCHITECTURES.get(model.spec['arch'], model.spec['arch']):<22}"
+        rows.append(f"{name:<20}{ARCHITECTURES.get(model.spec['arch'], model.spec['arch']):<22}"
                     f"{model.spec['size']:>5}  {epochs:<22}{metrics.get('psnr', float('nan')):>6.2f}"
                     f"{metrics.get('colourfulness', float('nan')):>9.1f}{metrics.get('dCF', float('nan')):>+7.1f}"
                     f"  {local if local else 'not here: download with colorlab models fetch ' + name}")
         trained_on.append(f"  {name}: {model.info.get('trained_on', '?')}; {model.info.get('device', '?')}, "
                           f"{model.info.get('date', '?')}")
     photos = next(iter(MODELS.values())).info.get("validation", {}).get("photos", "the validation photos")
-    return rows + [f"metrics on {photos}; trained on:"] + trained_on
+    return rows + [f"default: {DEFAULT} (`colorlab colorize` without --model, when its file can be had)",
+                   f"metrics on {photos}; trained on:"] + trained_on
 
 
 def add_cli(subparsers) -> None:

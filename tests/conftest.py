@@ -70,7 +70,7 @@ def models_isolated(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def register_published(models_isolated, tiny_checkpoint, monkeypatch):
-    """register(url, sha256=None, name="tiny-32"): publish `tiny_checkpoint` as `name`, most preferred, at `url`."""
+    """register(url, sha256=None, name="tiny-32"): publish `tiny_checkpoint` as `name`, the default, at `url`."""
     import hashlib
 
     from colorlab import hub
@@ -80,9 +80,10 @@ def register_published(models_isolated, tiny_checkpoint, monkeypatch):
         model = hub.PublishedModel(name=name, file=f"{name}.pt", bytes=len(data), url=url,
                                    sha256=sha256 or hashlib.sha256(data).hexdigest(),
                                    spec={"arch": "baseline", "size": 32, "n_down": 5},
-                                   info={"what": "a 32 px test model", "epochs": {"cGAN + L1": 1}})
+                                   info={"what": "a 32 px test model", "stage": "gan", "epochs": {"cGAN + L1": 1}})
         monkeypatch.setitem(hub.MODELS, name, model)
         monkeypatch.setattr(hub, "PREFERENCE", [name, *hub.PREFERENCE])
+        monkeypatch.setattr(hub, "DEFAULT", name)
         return model
 
     return register

@@ -293,8 +293,10 @@ def test_models_lists_every_published_model_and_where_its_file_is(register_publi
                                                                    monkeypatch, capsys):
     register_published("http://127.0.0.1:9/never-used.pt")
     assert main(["models"]) == 0
-    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:5]}
-    assert set(rows) == {"baseline-64", "resnet18-l1-64", "resnet18-gan-64", "tiny-32"}
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines()[1:6]}
+    assert set(rows) == {"baseline-64", "resnet18-l1-64", "resnet18-gan-64", "resnet18-gan-64-v2", "tiny-32"}
+    assert "default: tiny-32" in out  # the registered test model is made the default
     assert all("not here: download with colorlab models fetch" in row for row in rows.values())
     assert "20 cGAN + L1" in rows["baseline-64"] and "21.22" in rows["baseline-64"]  # epochs, PSNR (registry)
 

@@ -31,9 +31,12 @@ def test_experiment_trains_three_models_and_writes_small_artifacts(tmp_path, cap
     assert main(["experiment", "--config", str(ROOT / "configs" / "smoke.yaml"), "--out", str(out),
                  "--device", "cpu", "--export-models", str(published)]) == 0
     summary = json.loads((out / "metrics.json").read_text())
-    assert list(summary["metrics"]) == list(MODELS)
+    assert list(summary["metrics"]) == [*MODELS, "grey"]
     for metrics in summary["metrics"].values():
         assert {"psnr", "ssim", "colourfulness", "colourfulness_true", "dCF"} <= set(metrics)
+    grey = summary["metrics"]["grey"]  # the yardstick: the grey input itself, ab = 0 everywhere
+    assert grey["colourfulness"] == pytest.approx(0, abs=1e-3) and grey["high_chroma"] == 0
+    assert grey["colourfulness_true"] == pytest.approx(summary["metrics"]["baseline"]["colourfulness_true"], rel=1e-6)
     assert summary["command"].startswith("colorlab experiment --config")
     assert set(summary["seconds"]) == {"baseline (cGAN + L1)", "resnet18 L1 pretraining", "resnet18 GAN fine-tuning"}
     assert summary["pretrained_backbone"] is False  # weights: null in the smoke config

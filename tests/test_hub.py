@@ -148,6 +148,16 @@ def test_registry_urls_are_release_assets_of_the_one_repository_url():
         assert model.url.startswith(colorlab.REPOSITORY_URL + "/releases/download/")
         assert model.url.endswith("/" + model.file)
     assert sorted(hub.PREFERENCE) == sorted(hub.MODELS)
+    assert hub.PREFERENCE[0] == hub.DEFAULT  # colorize without --model takes the default when it is here
+
+
+def test_each_chapter_stage_has_its_published_models_in_order_of_preference():
+    assert hub.stage_models("gan", 64) == ["resnet18-gan-64-v2", "resnet18-gan-64"]  # bounded output first
+    assert hub.stage_models("pretrain", 64) == ["resnet18-l1-64"]
+    assert hub.stage_models("baseline", 64) == ["baseline-64"]
+    assert hub.stage_models("gan", 256) == []
+    with pytest.raises(ValueError, match="unknown stage 'decoder'"):
+        hub.stage_models("decoder")
 
 
 def test_registry_agrees_with_the_published_manifest():
@@ -160,6 +170,8 @@ def test_registry_agrees_with_the_published_manifest():
         assert (model.file, model.sha256, model.bytes, model.spec) == (entry["file"], entry["sha256"],
                                                                        entry["bytes"], entry["spec"])
         assert model.metrics() == entry["validation"]["metrics"]
+    manifest = json.loads(MANIFEST.read_text())
+    assert hub.DEFAULT == manifest["default"]
 
 
 # --- colorlab.book: a chapter shows the published model of its stage, or its own short run ----------

@@ -21,7 +21,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("photo")
     parser.add_argument("-o", "--out", required=True)
-    parser.add_argument("--model", default=hub.PREFERENCE[0])
+    parser.add_argument("--model", default=hub.DEFAULT)
     parser.add_argument("--height", type=int, default=320)
     args = parser.parse_args()
     generator = hub.load_pretrained(args.model)
