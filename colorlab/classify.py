@@ -47,7 +47,7 @@ LAMBDA = 0.5  # mix of prior and uniform distribution in the rebalancing weights
 TEMPERATURE = 0.38  # the paper's annealed-mean temperature
 AUC_MAX_THRESHOLD = 150  # Lab units: the paper's accuracy curve runs from 0 to 150
 PRIOR_FORMAT = "colorlab-prior-v1"  # part of the prior cache key: bump when the computation changes
-_CHUNK = 1 << 16  # pixels per distance matrix: (chunk, Q) floats bound the memory of soft_encode
+_CHUNK = 1 << 14  # pixels per distance matrix: a few (chunk, Q) float tensors bound the memory of soft_encode
 
 
 @functools.lru_cache(maxsize=None)
@@ -89,9 +89,12 @@ def soft_encode(ab: torch.Tensor, bins: torch.Tensor, k: int = NEIGHBOURS,
     points = (ab.float() * AB_SCALE).permute(0, 2, 3, 1).reshape(-1, 2)
     bins = bins.to(points.device, torch.float32)
     indices, weights = [], []
-    bins_sq = bins.pow(2).sum(1)
-    for chunk in points.split(_CHUNK):  # |x - c|^2 = |x|^2 - 2 x.c + |c|^2: one matrix product, no (N, Q, 2) tensor
-        d2 = (chunk.pow(2).sum(1, keepdim=True) - 2.0 * chunk @ bins.T + bins_sq).clamp_min(0.0)
+    for chunk in points.split(_CHUNK):
+        # The explicit differences, element by element: each pixel's distances are computed by the same
+        # float operations whatever the chunk's shape or the CPU. (The expansion |x|^2 - 2 x.c + |c|^2 goes
+        # through a matrix product whose BLAS kernel, and so whose rounding, depends on both.)
+        da, db = chunk[:, :1] - bins[:, 0], chunk[:, 1:] - bins[:, 1]
+        d2 = da * da + db * db
         nearest, index = d2.topk(k, dim=1, largest=False)  # sorted: nearest first
         indices.append(index)
         weights.append(torch.softmax(-nearest / (2 * sigma**2), dim=1))

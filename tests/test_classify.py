@@ -141,11 +141,26 @@ def test_a_colour_on_a_bin_centre_keeps_most_weight_there_by_hand():
 
 
 def test_soft_encoding_is_batched_in_chunks_without_changing_the_result(monkeypatch):
+    # The docstring's promise is exact: a pixel's distances are element-wise float operations, so no
+    # chunk shape (nor CPU, nor thread count) changes its bins or its weights by a single bit.
     bins, ab = gamut_bins(), random_ab((3, 2, 8, 8), seed=1)
     whole = soft_encode(ab, bins)
-    monkeypatch.setattr(classify, "_CHUNK", 7)  # many ragged chunks
-    chunked = soft_encode(ab, bins)
-    assert torch.equal(whole[0], chunked[0]) and torch.allclose(whole[1], chunked[1])
+    for chunk in (7, 64, 191):  # many ragged chunks, and a chunk size a BLAS kernel would tile differently
+        monkeypatch.setattr(classify, "_CHUNK", chunk)
+        chunked = soft_encode(ab, bins)
+        assert torch.equal(whole[0], chunked[0]) and torch.equal(whole[1], chunked[1]), chunk
+
+
+def test_soft_encoding_matches_a_float64_brute_force_reference():
+    bins, ab = gamut_bins(), random_ab((2, 2, 5, 6), seed=3)
+    indices, weights = soft_encode(ab, bins)
+    points = (ab.double() * 110).permute(0, 2, 3, 1).reshape(-1, 2)
+    d2 = ((points[:, None, :] - bins.double()[None]) ** 2).sum(-1)  # (N, Q, 2): fine for a few pixels
+    nearest, index = d2.topk(5, dim=1, largest=False)
+    expected = torch.softmax(-nearest / (2 * 5.0**2), dim=1)
+    assert torch.equal(indices.permute(0, 2, 3, 1).reshape(-1, 5), index)
+    # float32 distances of Lab values up to ~110: relative error ~1e-7, so weights agree to ~1e-5
+    assert torch.allclose(weights.permute(0, 2, 3, 1).reshape(-1, 5).double(), expected, rtol=0, atol=1e-5)
 
 
 # --- prior and weights -----------------------------------------------------------------------------
