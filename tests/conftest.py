@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +11,18 @@ import pytest
 import torch
 from PIL import Image
 
-torch.set_num_threads(2)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 2))  # CI runs with both 1 and the default
+
+
+def pytest_sessionstart(session) -> None:
+    """The machine in the log's first lines (also under -q): results that differ by CPU or thread count can be read."""
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+              if line.startswith("model name")] if cpuinfo.exists() else []
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"machine: {models[0] if models else platform.processor()}, {os.cpu_count()} cores; "
+                            f"torch {torch.__version__} with {torch.get_num_threads()} threads, numpy {np.__version__}")
 
 
 def smooth_color_image(rng: np.random.Generator, side: int = 48) -> Image.Image:
