@@ -324,7 +324,8 @@ def recorded_comparison(folder: str | Path = RECORDED_RUN) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-PUBLISHED = ("baseline-64", "resnet18-l1-64", "resnet18-gan-64")  # the regression models chapter 9 compares with
+# the regression models chapter 9 compares with: each stage's preferred published 64 px model
+PUBLISHED = tuple(hub.stage_models(stage, 64)[0] for stage in ("baseline", "pretrain", "gan"))
 
 
 def published_checkpoint(name: str) -> Path | None:

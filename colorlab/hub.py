@@ -97,7 +97,8 @@ def stage_models(stage: str, size: int | None = None) -> list[str]:
     if stage not in CHAPTER_STAGES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(CHAPTER_STAGES)}")
     arch, trained = CHAPTER_STAGES[stage]
-    return [name for name in PREFERENCE if (MODELS[name].spec["arch"], MODELS[name].info.get("stage")) == (arch, trained)
+    ordered = PREFERENCE + [name for name in MODELS if name not in PREFERENCE]  # models registered at run time last
+    return [name for name in ordered if (MODELS[name].spec["arch"], MODELS[name].info.get("stage")) == (arch, trained)
             and (size is None or MODELS[name].spec["size"] == size)]
 
 

