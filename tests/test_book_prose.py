@@ -43,7 +43,8 @@ ALLOWED: dict[str, str] = {
     # papers and their settings
     "2003": "Hasler and Suesstrunk", "2004": "Wang et al. (SSIM)", "2014": "Goodfellow et al.; COCO",
     "2015": "Ronneberger et al.", "2016": "Zhang et al.; He et al.", "2017": "Isola et al.; Mao et al.",
-    "2018": "the reference tutorial, and other sources of that year", "2019": "DeOldify; fastai",
+    "2018": "Lai et al.", "2019": "DeOldify; Zhang et al. (video)", "2020": "the reference tutorial; fastai; Ho et al.",
+    "2022": "Saharia et al. (Palette)",
     "33": "Hasler and Suesstrunk's 'moderately colourful'", "109": "Hasler and Suesstrunk's 'extremely colourful'",
     "313": "Zhang et al.'s number of ab bins", "0.38": "Zhang et al.'s temperature", "150": "Zhang et al.'s AuC range",
     "1.3": "ImageNet's 1.3 million training photos",
@@ -61,8 +62,8 @@ ALLOWED: dict[str, str] = {
 
 NUMBER = re.compile(r"(?<![\w.,])\d+(?:[.,]\d+)*(?![\w])")
 STRUCTURE = re.compile(
-    r"\b(?:[Cc]hapters?|[Ss]ections?|[Ee]xercises?|[Aa]ppendix|[Ss]teps?|[Ss]tage|[Ll]evel)\s+\d+"
-    r"(?:(?:,\s*|\s+to\s+|\s+and\s+|\s+or\s+|-|–)\d+)*|\(\d+ points?\)")
+    r"\b(?:[Cc]hapters?|[Ss]ections?|[Ee]xercises?|[Aa]ppendix|[Ss]teps?|[Ss]tage|[Ll]evel)\s+\d+(?:\.\d+)*"
+    r"(?:(?:,\s*|\s+to\s+|\s+and\s+|\s+or\s+|-|–)\d+(?:\.\d+)*)*|\(\d+ points?\)")
 
 
 def prose(markdown: str) -> str:
@@ -88,6 +89,7 @@ def test_the_checker_catches_a_hand_typed_measurement_and_spares_constants_code_
     assert typed_numbers("At 256 px the PatchGAN sees 70 x 70 patches, with lambda = 100 (Isola et al., 2017).") == []
     assert typed_numbers("Run `fit(epochs=12)` or\n```python\nx = 54.4\n```\nas in chapter 12, exercise 13 (4 points).") == []
     assert typed_numbers("## 12. A heading\n\n13. a list item, [a link](page_14.md), ResNet18, val2017") == []
+    assert typed_numbers("pix2pix, sections 3.1 and 4.4, appendix 6.1") == []
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda path: path.stem)
