@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms
 
 from colorlab.cache import CachedImages
-from colorlab.data import EpochSampler, load_split, make_loader, shared_data_dir, to_model_batch
+from colorlab.data import EpochSampler, flip_mask, load_split, make_loader, shared_data_dir, to_model_batch
 from colorlab.io import SkippedImageWarning
 from colorlab.losses import LAMBDA_L1, GANLoss
 from colorlab.models import build_discriminator, build_generator
@@ -157,7 +157,7 @@ def time_reference_data(files: list[Path], args, device: torch.device) -> float:
 def time_fast_data(cached: CachedImages, args, device: torch.device) -> float:
     clock = Clock(fast_loader(cached, args.batch_size, args.warmup + args.data_steps), args.warmup, device)
     for step, rgb in enumerate(clock):
-        to_model_batch(rgb, device, torch.Generator().manual_seed(step))
+        to_model_batch(rgb, device, flip=flip_mask(0, step, torch.arange(len(rgb))))
     return clock.seconds()
 
 

@@ -305,26 +305,18 @@ def make_loader(
     )
 
 
-def random_hflip(rgb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mirror each image of a batch left-right with probability 1/2 (training only)."""
-    return hflip(rgb, torch.rand(rgb.shape[0], generator=generator) < 0.5)
-
-
 def hflip(rgb: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     """Mirror left-right the images of a batch whose `flip` entry is True."""
     return torch.where(flip.to(rgb.device, non_blocking=True)[:, None, None, None], rgb.flip(-1), rgb)
 
 
 def to_model_batch(
-    rgb_uint8: torch.Tensor, device: torch.device | str = "cpu", flip_generator: torch.Generator | None = None,
-    flip: torch.Tensor | None = None,
+    rgb_uint8: torch.Tensor, device: torch.device | str = "cpu", flip: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """uint8 RGB batch -> normalised (L, ab) on `device`; flips at random with a generator, or where `flip` says."""
+    """uint8 RGB batch -> normalised (L, ab) on `device`, mirrored where `flip` (from `flip_mask`) says."""
     rgb = rgb_uint8.to(device, non_blocking=True)
     if flip is not None:
         rgb = hflip(rgb, flip)
-    elif flip_generator is not None:
-        rgb = random_hflip(rgb, flip_generator)
     return rgb_to_L_ab(rgb.float() / 255.0)
 
 

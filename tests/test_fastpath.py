@@ -16,7 +16,7 @@ from skimage.color import rgb2lab
 import colorlab.cache
 import colorlab.data
 from colorlab.cache import CachedImages
-from colorlab.data import ImageDataset, make_loader, to_model_batch
+from colorlab.data import ImageDataset, flip_mask, make_loader, to_model_batch
 from colorlab.io import ImageLoadError
 from colorlab.losses import GANLoss
 from colorlab.models import build_discriminator, build_generator
@@ -119,9 +119,9 @@ def test_fast_lab_batch_equals_the_per_image_skimage_reference(cached_batch):
 
 
 def test_flips_on_the_device_equal_flipping_the_images_first(cached_batch):
-    flips = torch.rand(len(cached_batch), generator=torch.Generator().manual_seed(3)) < 0.5
+    flips = flip_mask(3, 0, torch.arange(len(cached_batch)))
     assert 0 < flips.sum() < len(flips)
-    L, ab = to_model_batch(cached_batch, flip_generator=torch.Generator().manual_seed(3))
+    L, ab = to_model_batch(cached_batch, flip=flips)
     L_ref, ab_ref = reference_batch(torch.stack([im.flip(-1) if f else im for im, f in zip(cached_batch, flips)]))
     torch.testing.assert_close(L, L_ref, atol=1e-5, rtol=0)
     torch.testing.assert_close(ab, ab_ref, atol=1e-5, rtol=0)
@@ -181,7 +181,7 @@ def test_a_cuda_training_step_never_waits_for_the_device(cached_batch):
     for step in range(3):  # the first step allocates; the later ones must not synchronise either
         torch.cuda.set_sync_debug_mode("error")
         try:
-            L, ab = to_model_batch(rgb, device, torch.Generator().manual_seed(step))
+            L, ab = to_model_batch(rgb, device, flip=flip_mask(0, step, torch.arange(len(rgb))))
             L, ab = (t.contiguous(memory_format=torch.channels_last) for t in (L, ab))
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 pix2pix_step(G, D, opt_g, opt_d, gan_loss, L, ab, 100.0)

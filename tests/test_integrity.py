@@ -86,6 +86,9 @@ CHEATS = {
     "g-loss": 'return losses.generator_loss(losses.GANLoss("vanilla"), fake_logits, fake_ab, real_ab, lam)["loss_G"]',
     "gray-first-conv": 'return models.build_generator("resnet18", 64)[0][0].weight',
     "mean-chroma": "return evaluate.chroma(ab).mean(dim=(1, 2))",
+    "best-guesses": "import colorlab.evaluate as ev\nreturn ev.chroma(colours), weights",
+    "blotch-window": "from colorlab.evaluate import chroma\n"
+                     "return divmod(int((chroma(predicted_ab) - chroma(true_ab)).argmax()), true_ab.shape[-1])",
     "lsgan-loss": 'from colorlab.losses import GANLoss as Loss\nreturn Loss("lsgan")(logits, target_is_real)',
     "freeze-discriminator": "import colorlab.stages\ncolorlab.stages.set_requires_grad(net, flag)",
     "psnr": "from colorlab.evaluate import psnr as p\nreturn p(pred, target)",

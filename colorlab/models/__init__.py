@@ -65,7 +65,7 @@ def build_generator(arch: str, size: int = 256, weights: str | Path | None = Non
                     output: str | None = None) -> nn.Module:
     """The generator named `arch` for `size` px images, weights initialised as in the reference tutorial.
 
-    The baseline gets N(0, 0.02) init; `weights` and `output` apply to "resnet18" only (see
+    The baseline gets N(0, 0.02²) init (standard deviation 0.02); `weights` and `output` apply to "resnet18" only (see
     resnet18_unet and generator_spec).
     """
     spec = generator_spec(arch, size, output)
@@ -88,7 +88,7 @@ def generator_from_spec(spec: dict) -> nn.Module:
 
 
 def build_discriminator() -> nn.Module:
-    """PatchGAN on concat(L, ab) with N(0, 0.02) init."""
+    """PatchGAN on concat(L, ab) with N(0, 0.02²) init (standard deviation 0.02)."""
     return init_weights(PatchDiscriminator(in_channels=3, n_layers=3))
 
 
