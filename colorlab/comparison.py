@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .color import AB_SCALE
-from .evaluate import HIGH_CHROMA
+from .evaluate import HIGH_CHROMA, Grey
 
 # "a brown cast": the mean predicted colour is this many Lab units further from grey than the photos' mean
 # colour, at an orange-to-yellow hue angle (degrees in the a-b plane; brown is a dark orange)
@@ -30,12 +30,8 @@ COMMITTED_RUN = Path(__file__).resolve().parents[1] / "results" / "cpu64"  # the
 
 
 def grey_colorizer() -> nn.Module:
-    """The grey yardstick as a model: ab = 0 everywhere, the black-and-white input itself."""
-    paint = nn.Conv2d(1, 2, kernel_size=1)
-    with torch.no_grad():
-        paint.weight.zero_()
-        paint.bias.zero_()
-    return paint.requires_grad_(False)
+    """The grey yardstick as a model: ab = 0 everywhere, the black-and-white input itself (`evaluate.Grey`)."""
+    return Grey()
 
 
 def committed_results(folder: str | Path = COMMITTED_RUN) -> dict | None:
