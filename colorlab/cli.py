@@ -212,10 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_colorize(sub)
     _add_experiment(sub)
     from .assignments_cli import add_cli
+    from .export import add_cli as add_export_cli
     from .hub import add_cli as add_models_cli
 
     add_cli(sub)
     add_models_cli(sub)
+    add_export_cli(sub)
     return parser
 
 
@@ -230,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
 
             launch(args.nproc, _without_nproc(sys.argv[1:] if argv is None else argv))
     handlers = {"train": _train, "colorize": _colorize, "experiment": _experiment,
-                "assignments": lambda a: a.func(a), "models": lambda a: a.func(a)}
+                "assignments": lambda a: a.func(a), "models": lambda a: a.func(a),
+                "export": lambda a: a.func(a)}
     from .assignments_cli import MissingExtraError
     from .data import DataUnavailableError
     from .hub import PublishedModelError
