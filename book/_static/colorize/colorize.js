@@ -44,18 +44,54 @@ export function rgbToLab(r, g, b) {
   return [116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])];
 }
 
+// The linearised sRGB of each 8-bit value, and Lab's f(Y): L of a pixel needs only its luminance Y.
+const LINEAR8 = Float64Array.from({ length: 256 }, (_, v) => {
+  const x = v / 255;
+  return x > 0.04045 ? ((x + 0.055) / 1.055) ** 2.4 : x / 12.92;
+});
+
+/** L (0..100) of an 8-bit sRGB pixel: rgbToLab(r / 255, g / 255, b / 255)[0], without a and b. */
+export function lightness8(r, g, b) {
+  const [yr, yg, yb] = XYZ_FROM_RGB[1];
+  const t = (yr * LINEAR8[r] + yg * LINEAR8[g] + yb * LINEAR8[b]) / WHITE[1];
+  return 116 * (t > EPS ? Math.cbrt(t) : KAPPA * t + 16 / 116) - 16;
+}
+
 /** [L, a, b] -> sRGB in [0, 1] (out-of-gamut colours clipped), as colorlab.color.lab_to_rgb. */
 export function labToRgb(L, a, b) {
+  const out = new Float64Array(3);
+  labToRgbInto(L, a, b, out, 0, 1);
+  return Array.from(out);
+}
+
+function unfold(f) {
+  const cube = f * f * f;
+  return cube > EPS ? cube : (f - 16 / 116) / KAPPA;
+}
+
+function gamma(linear) {
+  const lin = linear > 0 ? linear : 0;
+  const v = lin > 0.0031308 ? 1.055 * lin ** (1 / 2.4) - 0.055 : 12.92 * lin;
+  return v < 0 ? 0 : v > 1 ? 1 : v;
+}
+
+const [R0, R1, R2] = RGB_FROM_XYZ;
+
+/** labToRgb written into out[at..at+2], each channel times `scale` (255 and rounded for pixels, 1 for values). */
+function labToRgbInto(L, a, b, out, at, scale) {
   const fy = (L + 16) / 116;
-  const xyz = [fy + a / 500, fy, Math.max(fy - b / 200, 0)].map((f, k) => {
-    const cube = f * f * f;
-    return (cube > EPS ? cube : (f - 16 / 116) / KAPPA) * WHITE[k];
-  });
-  return RGB_FROM_XYZ.map((row) => {
-    const lin = Math.max(row[0] * xyz[0] + row[1] * xyz[1] + row[2] * xyz[2], 0);
-    const v = lin > 0.0031308 ? 1.055 * lin ** (1 / 2.4) - 0.055 : 12.92 * lin;
-    return Math.min(Math.max(v, 0), 1);
-  });
+  const fz = fy - b / 200;
+  const x = unfold(fy + a / 500) * WHITE[0];
+  const y = unfold(fy) * WHITE[1];
+  const z = unfold(fz > 0 ? fz : 0) * WHITE[2];
+  const r = gamma(R0[0] * x + R0[1] * y + R0[2] * z);
+  const g = gamma(R1[0] * x + R1[1] * y + R1[2] * z);
+  const bl = gamma(R2[0] * x + R2[1] * y + R2[2] * z);
+  if (scale === 1) {
+    out[at] = r; out[at + 1] = g; out[at + 2] = bl;
+  } else {
+    out[at] = Math.round(r * scale); out[at + 1] = Math.round(g * scale); out[at + 2] = Math.round(bl * scale);
+  }
 }
 
 // PIL's resampling (Image.resize with BILINEAR): a triangle filter stretched by the reduction
@@ -140,8 +176,7 @@ export function linearWeights(nIn, nOut) {
 export function smallLightness(rgbSmall, size) {
   const input = new Float32Array(size * size);
   for (let i = 0; i < size * size; i++) {
-    const [L] = rgbToLab(rgbSmall[3 * i] / 255, rgbSmall[3 * i + 1] / 255, rgbSmall[3 * i + 2] / 255);
-    input[i] = L / L_SCALE - 1;
+    input[i] = lightness8(rgbSmall[3 * i], rgbSmall[3 * i + 1], rgbSmall[3 * i + 2]) / L_SCALE - 1;
   }
   return input;
 }
@@ -172,14 +207,11 @@ export async function colorize(pixels, width, height, size, predict, onProgress 
     }
     for (let x = 0; x < width; x++) {
       const p = (y * width + x) * 4;
-      const [L] = rgbToLab(pixels[p] / 255, pixels[p + 1] / 255, pixels[p + 2] / 255);
+      const L = lightness8(pixels[p], pixels[p + 1], pixels[p + 2]);
       const g = cols.frac[x];
       const a = rowAb[cols.low[x]] * (1 - g) + rowAb[cols.high[x]] * g;
       const b = rowAb[size + cols.low[x]] * (1 - g) + rowAb[size + cols.high[x]] * g;
-      const rgb = labToRgb(L, a, b);
-      out[p] = Math.round(rgb[0] * 255);
-      out[p + 1] = Math.round(rgb[1] * 255);
-      out[p + 2] = Math.round(rgb[2] * 255);
+      labToRgbInto(L, a, b, out, p, 255);
       out[p + 3] = 255;
     }
     if (y % 256 === 255) onProgress(y / height);
