@@ -9,6 +9,8 @@ install:
 
 ## The main job: execute every chapter (sized for this machine) and build the HTML book into _build/html.
 book: install
+	@# onnxruntime-web for the widget, as package-lock.json pins it (without npm the widget says it cannot run)
+	if command -v npm >/dev/null; then npm ci --no-audit --no-fund; else echo "npm not found: no onnxruntime-web in the book"; fi
 	$(PYTHON) tools/build_book.py
 
 ## The test suite (what CI runs): library, chapters (smoke parameters), assignments, book build.
