@@ -41,30 +41,34 @@ def copy_onnxruntime(target: Path, root: Path = REPO_ROOT) -> str:
     return f"widget: onnxruntime-web {version} copied into {target / 'ort'}"
 
 
-def export_model(target: Path, cache: Path, name: str | None = None, variant: str | None = None) -> str:
-    """The published model `name` (default hub.DEFAULT) as ONNX into target/model, with model.json.
+def export_model(target: Path, cache: Path, name: str | None = None, variant: str | None = None,
+                 checkpoint: Path | None = None) -> str:
+    """The published model `name` (default hub.DEFAULT), or a `checkpoint` file, as ONNX into target/model.
 
-    The export (a minute on 2 CPU cores, for the parity check) is kept in `cache` and reused while
-    the published file's sha256 is the same.
+    target/model/model.json describes it for the widget. The export (a minute on 2 CPU cores, for the
+    parity check) is kept in `cache` and reused while the source file's sha256 is the same.
     """
     from colorlab import export, hub
 
-    name = name or hub.DEFAULT
     variant = variant or export.SMALL_VARIANT
-    model = hub.get(name)
+    if checkpoint is None:
+        name = name or hub.DEFAULT
+        sha256 = hub.get(name).sha256
+    else:
+        name, sha256 = checkpoint.stem, hub.sha256_of(checkpoint)
     onnx = cache / f"{name}.{variant}.onnx"
     facts_file = export.sidecar(onnx)
     facts = json.loads(facts_file.read_text(encoding="utf-8")) if facts_file.is_file() and onnx.is_file() else {}
-    if facts.get("source_sha256") != model.sha256:
+    if facts.get("source_sha256") != sha256:
         try:
-            checkpoint = hub.fetch_pretrained(name)
+            checkpoint = checkpoint or hub.fetch_pretrained(name)
         except hub.PublishedModelError as err:
             return f"widget: no model ({' '.join(str(err).split())}); the widget will say so"
         from colorlab.checkpoint import load_generator
 
         generator, spec = load_generator(checkpoint)
         facts = export.export_onnx(generator, spec, onnx, variant, name=name)
-        facts["source_sha256"] = model.sha256
+        facts["source_sha256"] = sha256
         facts_file.write_text(json.dumps(facts, indent=1) + "\n", encoding="utf-8")
     (target / "model").mkdir(parents=True, exist_ok=True)
     shutil.copy2(onnx, target / "model" / onnx.name)
@@ -89,16 +93,20 @@ def copy_old_photos(target: Path) -> str:
     return f"widget: {len(photos)} old photos in {target / 'old-photos'}"
 
 
-def add_runtime(target: Path, cache: Path) -> list[str]:
+def add_runtime(target: Path, cache: Path, checkpoint: Path | None = None) -> list[str]:
     """Everything the widget in `target` (a built _static/colorize) needs beside its code; a line each."""
-    return [copy_onnxruntime(target), export_model(target, cache), copy_old_photos(target)]
+    return [copy_onnxruntime(target), export_model(target, cache, checkpoint=checkpoint), copy_old_photos(target)]
 
 
-def standalone_page(folder: Path, cache: Path) -> Path:
-    """folder/index.html: the widget alone on a page (its files in folder/colorize), for the browser test."""
+def standalone_page(folder: Path, cache: Path, checkpoint: Path | None = None, model: bool = True) -> Path:
+    """folder/index.html: the widget alone on a page (its files in folder/colorize), for the browser test.
+
+    `checkpoint` replaces the published default model; `model=False` leaves the model out.
+    """
     target = folder / "colorize"
     shutil.copytree(WIDGET_SOURCE, target, dirs_exist_ok=True)
-    for line in add_runtime(target, cache):
+    lines = add_runtime(target, cache, checkpoint) if model else [copy_onnxruntime(target)]
+    for line in lines:
         print(line)
     page = folder / "index.html"
     page.write_text("<!doctype html><html><head><meta charset='utf-8'>"
