@@ -1,7 +1,7 @@
 """`colorlab colorize` on the CPU: PyTorch against ONNX Runtime (`--engine onnx`), on the same photos and model.
 
 Two workloads, generated here (so the benchmark needs no data): one 12 MP photo (4000x3000) and a
-folder of 100 photos of 1 MP (1152x864), JPEGs made from scikit-image's colour photos. Each engine
+folder of 100 photos of 1 MP (1152x864; `--folder-photos N` for fewer), JPEGs made from scikit-image's colour photos. Each engine
 colorizes each workload in a fresh process (`colorlab.colorize.colorize_files`, as the command
 does); reported: images/s (model loading excluded, every photo's decode, colorization and PNG write
 included), the process's peak resident memory (ru_maxrss, loading included), and how far the two
@@ -10,6 +10,7 @@ exported (and parity-checked) before timing; its one-off cost is reported apart.
 
     python benchmarks/colorize_engines.py                        # the published default model, else a random one
     python benchmarks/colorize_engines.py --model resnet18-gan-64-v2 --json engines.json
+    python benchmarks/colorize_engines.py --only folder --folder-photos 20   # a shorter run
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import numpy as np
 from PIL import Image
 
 ENGINES = ("torch", "onnx")
-WORKLOADS = {"one 12 MP photo": (1, (4000, 3000)), "100 photos of 1 MP": (100, (1152, 864))}
+BIG, FOLDER = "one 12 MP photo", "a folder of 1 MP photos"
+WORKLOADS = {BIG: (1, (4000, 3000)), FOLDER: (100, (1152, 864))}
 
 
 def make_photos(folder: Path, count: int, size: tuple[int, int]) -> Path:
@@ -115,6 +117,9 @@ def main() -> int:
     parser.add_argument("--model", default=None, help="a published model (default: colorlab.hub.DEFAULT)")
     parser.add_argument("--work", type=Path, default=None, help="folder for the photos and outputs (default: temporary)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--only", choices=("12mp", "folder"), default=None, help="run one workload only")
+    parser.add_argument("--folder-photos", type=int, default=WORKLOADS[FOLDER][0],
+                        help="photos in the folder workload (default: %(default)s; images/s hardly depends on it)")
     parser.add_argument("--child", nargs=4, metavar=("ENGINE", "PHOTOS", "OUT", "CHECKPOINT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -130,7 +135,12 @@ def main() -> int:
     onnx_generator(checkpoint, *load_generator(checkpoint), "cpu")
     export_seconds = time.perf_counter() - start
     results = []
-    for workload, (count, size) in WORKLOADS.items():
+    workloads = {BIG: WORKLOADS[BIG], FOLDER: (args.folder_photos, WORKLOADS[FOLDER][1])}
+    if args.only:
+        workloads = {name: spec for name, spec in workloads.items() if (name == BIG) == (args.only == "12mp")}
+    for workload, (count, size) in workloads.items():
+        if workload == FOLDER:
+            workload = f"{count} photos of 1 MP"
         photos = make_photos(work / f"photos-{count}", count, size)
         outs = {}
         for engine in ENGINES:
