@@ -93,19 +93,21 @@ def copy_old_photos(target: Path) -> str:
     return f"widget: {len(photos)} old photos in {target / 'old-photos'}"
 
 
-def add_runtime(target: Path, cache: Path, checkpoint: Path | None = None) -> list[str]:
+def add_runtime(target: Path, cache: Path, checkpoint: Path | None = None, variant: str | None = None) -> list[str]:
     """Everything the widget in `target` (a built _static/colorize) needs beside its code; a line each."""
-    return [copy_onnxruntime(target), export_model(target, cache, checkpoint=checkpoint), copy_old_photos(target)]
+    return [copy_onnxruntime(target), export_model(target, cache, variant=variant, checkpoint=checkpoint),
+            copy_old_photos(target)]
 
 
-def standalone_page(folder: Path, cache: Path, checkpoint: Path | None = None, model: bool = True) -> Path:
+def standalone_page(folder: Path, cache: Path, checkpoint: Path | None = None, model: bool = True,
+                    variant: str | None = None) -> Path:
     """folder/index.html: the widget alone on a page (its files in folder/colorize), for the browser test.
 
-    `checkpoint` replaces the published default model; `model=False` leaves the model out.
+    `checkpoint` replaces the published default model, `variant` the int8 export; `model=False` leaves the model out.
     """
     target = folder / "colorize"
     shutil.copytree(WIDGET_SOURCE, target, dirs_exist_ok=True)
-    lines = add_runtime(target, cache, checkpoint) if model else [copy_onnxruntime(target)]
+    lines = add_runtime(target, cache, checkpoint, variant) if model else [copy_onnxruntime(target)]
     for line in lines:
         print(line)
     page = folder / "index.html"
