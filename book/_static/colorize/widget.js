@@ -3,6 +3,7 @@
 // never sent anywhere. The model (model/model.json + its .onnx, exported by `make book`) is downloaded
 // once, on the first photo, with a progress bar.
 const BASE = new URL(".", import.meta.url);
+const MAX_PIXELS = 40_000_000; // as colorlab.colorize.MAX_PIXELS: larger photos are colorized downscaled
 
 function element(tag, attributes = {}, ...children) {
   const node = document.createElement(tag);
@@ -101,7 +102,15 @@ class Widget {
     try {
       // Pixels as stored in the file (no colour-profile conversion), as Python's PIL reads them.
       const options = { colorSpaceConversion: "none", premultiplyAlpha: "none", imageOrientation: "from-image" };
-      const bitmap = await createImageBitmap(blob, options);
+      let bitmap = await createImageBitmap(blob, options);
+      let note = "";
+      if (bitmap.width * bitmap.height > MAX_PIXELS) { // a page has less memory than a command line
+        const scale = Math.sqrt(MAX_PIXELS / (bitmap.width * bitmap.height));
+        note = ` (downscaled from ${bitmap.width}×${bitmap.height}: more than ${MAX_PIXELS / 1e6} MP)`;
+        const [resizeWidth, resizeHeight] = [Math.floor(bitmap.width * scale), Math.floor(bitmap.height * scale)];
+        bitmap.close();
+        bitmap = await createImageBitmap(blob, { ...options, resizeWidth, resizeHeight, resizeQuality: "high" });
+      }
       this.before.width = bitmap.width;
       this.before.height = bitmap.height;
       this.before.getContext("2d").drawImage(bitmap, 0, 0);
@@ -115,7 +124,7 @@ class Widget {
       this.after.getContext("2d").putImageData(new ImageData(result.pixels, result.width, result.height), 0, 0);
       const seconds = (performance.now() - start) / 1000;
       this.root.dataset.seconds = seconds.toFixed(3);
-      this.say(`Colorized in ${seconds.toFixed(1)} s (${result.seconds.toFixed(1)} s of it colorizing).`, "done");
+      this.say(`Colorized in ${seconds.toFixed(1)} s (${result.seconds.toFixed(1)} s of it colorizing)${note}.`, "done");
       this.after.toBlob((png) => {
         URL.revokeObjectURL(this.download.href);
         this.download.href = URL.createObjectURL(png);
