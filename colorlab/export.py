@@ -6,13 +6,13 @@ stated tolerance (`TOLERANCES`, in Lab ab units: the network's output times `AB_
 
 Two variants:
 
-- ``fp32``: the network as it is (about 119 MB for the ResNet18 U-Net); matches PyTorch to
+- ``fp32``: the network as it is (about 124 MB for the ResNet18 U-Net); matches PyTorch to
   rounding (the tolerance is 0.05 ab units, where a just-noticeable colour difference is about 2).
 - ``int8``: the convolution weights quantized to 8 bits (ONNX Runtime's dynamic quantization,
   activations quantized per call): a quarter of the size (about 30 MB), small enough for a web
-  page. It is the smaller variant because it beat fp16 (half precision weights, about 59 MB) on
+  page. It is the smaller variant because it beat fp16 (half precision weights, about 62 MB) on
   size at an error a reader cannot see: `python -m colorlab.export --compare` measures both
-  (numbers in docs/performance.md, section "ONNX export").
+  (numbers in docs/performance.md, section "ONNX: the published model in the browser ...").
 
 The exporter is TorchScript's (`dynamo=False`, opset 17): the dynamo exporter fails on fastai's
 `DynamicUnet` (its tensor subclass under FakeTensor). The graph takes L scaled to [-1, 1] at the
