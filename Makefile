@@ -6,6 +6,8 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check
 
 install:
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e ".[dev]" -c constraints.txt
+	@# onnxruntime-web for the book's widget and its tests, as package-lock.json pins it
+	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error; else echo "npm not found: no onnxruntime-web (the widget says it cannot run)"; fi
 
 ## The main job: execute every chapter (sized for this machine) and build the HTML book into _build/html.
 book: install

@@ -138,6 +138,8 @@ def _add_colorize(sub) -> None:
     model.add_argument("--model", help="a published model by name (see `colorlab models`); with neither option, "
                                        "the best published model that is here (else downloaded)")
     p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:1 ...")
+    p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
+                   help="onnx: the generator through ONNX Runtime on the CPU (the onnx extra; docs/performance.md)")
 
 
 def _published_checkpoint(name: str | None) -> str:
@@ -155,7 +157,8 @@ def _colorize(args) -> int:
     checkpoint = args.checkpoint or _published_checkpoint(args.model)
     stopped = None
     try:
-        written, failures = colorize_files(args.inputs, args.out, checkpoint, device=args.device)
+        written, failures = colorize_files(args.inputs, args.out, checkpoint, device=args.device,
+                                           engine=args.engine)
     except ColorizeStopped as err:  # e.g. disk full: the outputs written so far are complete
         written, failures, stopped = err.written, err.failures, err
     for _, message in failures:
@@ -212,10 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_colorize(sub)
     _add_experiment(sub)
     from .assignments_cli import add_cli
+    from .export import add_cli as add_export_cli
     from .hub import add_cli as add_models_cli
 
     add_cli(sub)
     add_models_cli(sub)
+    add_export_cli(sub)
     return parser
 
 
@@ -230,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
 
             launch(args.nproc, _without_nproc(sys.argv[1:] if argv is None else argv))
     handlers = {"train": _train, "colorize": _colorize, "experiment": _experiment,
-                "assignments": lambda a: a.func(a), "models": lambda a: a.func(a)}
+                "assignments": lambda a: a.func(a), "models": lambda a: a.func(a),
+                "export": lambda a: a.func(a)}
     from .assignments_cli import MissingExtraError
     from .data import DataUnavailableError
     from .hub import PublishedModelError

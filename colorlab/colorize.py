@@ -128,7 +128,8 @@ def expand_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[tuple[Path
 
 
 def colorize_files(
-    inputs: list[str | Path], out_dir: str | Path, checkpoint: str | Path, device: str | torch.device = "auto"
+    inputs: list[str | Path], out_dir: str | Path, checkpoint: str | Path, device: str | torch.device = "auto",
+    engine: str = "torch",
 ) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Colorize every input file (or folder of images) into `out_dir` as PNG: (written, failures).
 
@@ -138,15 +139,20 @@ def colorize_files(
     `ColorizeStopped`, naming the file and the cause: the next outputs would fail the same way.
     Each PNG is written atomically, so a failed one leaves no partial file behind.
     Outputs are named `<stem>_color.png`, `<stem>_2_color.png`... when two inputs share a stem.
+    `engine` "onnx" runs the generator through ONNX Runtime on the CPU (`colorlab.onnx_engine`).
     """
     if isinstance(inputs, (str, Path)) or not inputs:
         raise ValueError(f"inputs must be a non-empty list of image files or folders, got {inputs!r}")
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ValueError(f"{out_dir}: the output folder exists and is not a folder")
-    device = pick_device(device)
+    device = pick_device("cpu" if engine == "onnx" and device == "auto" else device)
     generator, spec = load_generator(checkpoint, map_location=device)
     generator.to(device)
+    if engine == "onnx":  # the same network through ONNX Runtime (colorlab.onnx_engine)
+        from .onnx_engine import onnx_generator
+
+        generator = onnx_generator(checkpoint, generator, spec, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     taken: set[Path] = set()

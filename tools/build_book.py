@@ -284,6 +284,16 @@ def external_loads(html_dir: Path) -> list[str]:
     return found
 
 
+def add_widget_runtime(target: Path, cache: Path) -> list[str]:
+    """onnxruntime-web, the exported default model and the old photos beside the widget (tools/widget_assets.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("widget_assets", Path(__file__).with_name("widget_assets.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.add_runtime(target, cache)
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help=f"use the smoke parameters {SMOKE_PARAMETERS}")
@@ -344,6 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if remote:
         print("\nPages load scripts or styles from other hosts (no offline reading):", *remote, sep="\n  ", file=sys.stderr)
         return 1
+    for line in add_widget_runtime(build_dir / "html" / "_static" / "colorize", build_dir / "widget-model"):
+        print(line)
     print(f"\nThe book is at {build_dir / 'html' / 'index.html'}")
     return 0
 
