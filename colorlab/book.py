@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import sys
 import types
 import typing
@@ -232,6 +233,34 @@ def check_parameters(namespace: Mapping[str, Any]) -> None:
         raise ParameterError("bad chapter parameter: " + "; ".join(problems))
 
 
+# The Colab line of every chapter's set-up cell, as it stands in the notebook's JSON text.
+_INSTALL = re.compile(r'(    %pip install -q \\")[^\\"]*(\\")')
+
+
+def install_requirement(version: str | None = None) -> str:
+    """What a chapter's Colab cell installs: the released library the book was built from, by its index name."""
+    from . import DISTRIBUTION, __version__
+
+    return f"{DISTRIBUTION}=={version or __version__}"
+
+
+def write_install_version(notebook: str | Path, version: str | None = None) -> bool:
+    """Make `notebook`'s Colab install line install `version` (default: this library's); True if it changed.
+
+    `tools/release.py bump` writes it into the committed chapters and `tools/build_book.py` into
+    the copies it executes, so a notebook always installs the library that produced its outputs.
+    The file is edited as text, one line, so nothing else in it changes.
+    """
+    path = Path(notebook)
+    text = path.read_text(encoding="utf-8")
+    new, count = _INSTALL.subn(lambda m: f"{m[1]}{install_requirement(version)}{m[2]}", text)
+    if count != 1:
+        raise ValueError(f"{path}: expected one `%pip install -q \"...\"` line in the set-up cell, found {count}")
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
+
+
 def installed() -> str:
     """One line saying what runs this chapter: colorlab's version and place, torch's build, Python.
 
@@ -367,6 +396,6 @@ def published_or_train(stage: str, published: str, size: int, train: Callable[[]
 
 
 __all__ = ["SMOKE_PARAMETERS", "ParameterError", "RULES", "Showcase", "chapter_weights", "check_parameters",
-           "declared_parameters", "find_book", "held_out_batches", "installed", "load_split_or_offline",
+           "declared_parameters", "find_book", "held_out_batches", "install_requirement", "installed", "load_split_or_offline",
            "parameter_problems", "published_name", "published_or_train", "showcase", "train_chapter",
-           "why_not_published"]
+           "why_not_published", "write_install_version"]

@@ -207,6 +207,9 @@ def _experiment(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colorlab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import DISTRIBUTION, __version__
+
+    parser.add_argument("--version", action="version", version=f"colorlab {__version__} ({DISTRIBUTION})")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_colorize(sub)
