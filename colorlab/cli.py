@@ -216,9 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_experiment(sub)
     from .assignments_cli import add_cli
     from .hub import add_cli as add_models_cli
+    from .published_data import add_cli as add_data_cli
 
     add_cli(sub)
     add_models_cli(sub)
+    add_data_cli(sub)
     return parser
 
 
@@ -233,17 +235,19 @@ def main(argv: list[str] | None = None) -> int:
 
             launch(args.nproc, _without_nproc(sys.argv[1:] if argv is None else argv))
     handlers = {"train": _train, "colorize": _colorize, "experiment": _experiment,
-                "assignments": lambda a: a.func(a), "models": lambda a: a.func(a)}
+                "assignments": lambda a: a.func(a), "models": lambda a: a.func(a),
+                "data": lambda a: a.func(a)}
     from .assignments_cli import MissingExtraError
     from .data import DataUnavailableError
     from .hub import PublishedModelError
     from .models import WeightsUnavailableError
+    from .published_data import DataAssetError
     from .train import NonFiniteLossError
 
     # Our own clear messages (ImageLoadError and CheckpointError are ValueErrors), and the
     # system's (missing file, permission denied, disk full): one line, no traceback.
     expected = (ValueError, OSError, DataUnavailableError, WeightsUnavailableError, NonFiniteLossError,
-                PublishedModelError, MissingExtraError)
+                PublishedModelError, MissingExtraError, DataAssetError)
     try:
         with _skipped_images_one_per_line(f"colorlab {args.command}"):
             return handlers[args.command](args)
