@@ -2,10 +2,16 @@
 PYTHON ?= python3
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: install book test demo bench assignments clean
+.PHONY: install fetch book test demo bench assignments clean
 
 install:
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e ".[dev]" -c constraints.txt
+
+## The release's assets into the cache (~/.cache/colorlab), each checked against its sha256: every published
+## model and the evaluation photos, so that the chapters show the published results (book.yml runs it).
+fetch: install
+	for name in $$($(PYTHON) -c "from colorlab import hub; print(*hub.MODELS)"); do $(PYTHON) -m colorlab models fetch $$name || exit 1; done
+	$(PYTHON) -m colorlab data fetch eval
 
 ## The main job: execute every chapter (sized for this machine) and build the HTML book into _build/html.
 book: install
