@@ -160,11 +160,20 @@ def table() -> list[str]:
 
 
 def add_cli(subparsers) -> None:
-    """Register `colorlab data` (list) and `colorlab data fetch NAME`; each sets `func(args) -> exit code`."""
+    """Register `colorlab data` (list) and `colorlab data fetch NAME`; sets `func(args) -> exit code`."""
     parser = subparsers.add_parser("data", help="list the published data, or fetch one into the cache",
-                                   description="The published data assets (the evaluation photos) and where they are.")
-    parser.set_defaults(func=lambda args: print("\n".join(table())) or 0)
-    commands = parser.add_subparsers(dest="data_command")
-    fetch_parser = commands.add_parser("fetch", help="download a data asset, check its sha256 and unpack it")
-    fetch_parser.add_argument("name", choices=list(DATASETS))
-    fetch_parser.set_defaults(func=lambda args: print(fetch(args.name)) or 0)
+                                   description="The published data assets (the evaluation photos) and where they are; "
+                                               "`fetch NAME` downloads one, checks its sha256 and unpacks it.")
+    parser.add_argument("action", nargs="?", choices=["fetch"], metavar="fetch")
+    parser.add_argument("name", nargs="?", choices=list(DATASETS))
+    parser.set_defaults(func=_command)
+
+
+def _command(args) -> int:
+    if args.action is None:
+        print("\n".join(table()))
+    elif args.name is None:
+        raise DataAssetError(f"`colorlab data fetch` needs a name: {', '.join(DATASETS)}")
+    else:
+        print(fetch(args.name))
+    return 0

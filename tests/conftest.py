@@ -133,13 +133,13 @@ def _tool(name: str):
     return module
 
 
-@pytest.fixture
-def eval_release(tmp_path) -> dict:
+def make_eval_release(tmp_path: Path) -> dict:
     """A generated evaluation-photo asset packed by tools/pack_eval_photos.py, as a release serves it.
 
     Returns {"release": folder to serve (data-v1/<zip>), "registry": a data registry naming it, "facts": its
     entry}. The photos are generated here (6 val, 2 old), with MANIFEST.csv rows like the shared set's.
     """
+    import hashlib
     import json
 
     pack_eval_photos = _tool("pack_eval_photos")
@@ -156,10 +156,14 @@ def eval_release(tmp_path) -> dict:
     release = tmp_path / "release"
     pack_eval_photos.main(["--shared", str(shared), "--out", str(release / "data-v1"), "--file", "eval-test-v1.zip"])
     data = (release / "data-v1" / "eval-test-v1.zip").read_bytes()
-    import hashlib
-
     facts = {"name": "eval", "file": "eval-test-v1.zip", "sha256": hashlib.sha256(data).hexdigest(),
              "bytes": len(data), "what": "generated evaluation photos"}
     registry = tmp_path / "published_data.json"
     registry.write_text(json.dumps({"format": "colorlab-published-data-v1", "release": "data-v1", "data": [facts]}))
     return {"release": release, "registry": registry, "facts": facts}
+
+
+@pytest.fixture
+def eval_release(tmp_path) -> dict:
+    """`make_eval_release` in this test's folder."""
+    return make_eval_release(tmp_path)
