@@ -39,7 +39,9 @@ REGISTRY_FILE = Path(os.environ.get("COLORLAB_MODEL_REGISTRY") or Path(__file__)
 RELEASE_URL = os.environ.get("COLORLAB_RELEASE_URL") or f"{REPOSITORY_URL}/releases/download"
 SHARED_MODELS = SHARED_DIR / "models"  # ../shared/models beside the repository
 CACHE_DIR = _DATA_CACHE / "models"
-TRAIN_COMMAND = "colorlab experiment --config configs/cpu64.yaml --out results/cpu64 --export-models DIR"
+# configs/cpu64.yaml trains on ../shared/data, which only this project's machines have; anywhere else, COCO
+TRAIN_COMMAND = ("colorlab experiment --config configs/cpu64.yaml --out results/cpu64 --export-models DIR "
+                 "(beside ../shared/data; elsewhere: colorlab train --recipe resnet18 --data coco --size 64)")
 TIMEOUT_S = 30  # a stalled connection fails instead of hanging a notebook forever
 
 
