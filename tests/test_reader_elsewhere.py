@@ -171,6 +171,7 @@ def test_chapter_8_downloads_and_verifies_the_models_and_photos_and_shows_the_pu
     table = text[text.index("evaluated on 6 held-out photos"):]
     assert all(label in table for label in ("baseline", "L1 only", "L1 + GAN", "ground truth"))  # the published table
     assert sorted(p.name for p in (cache / "models").iterdir()) == sorted(f"{name}.pt" for name in STAGE_MODELS)
+    assert "old-photos/old_0.jpg" in text and "colorized 4 of 4 images" in text  # 2 photos + the asset's 2 old ones
     print("\n".join(line for line in text.splitlines() if "published model" in line or "evaluat" in line))
 
 
