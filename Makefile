@@ -2,12 +2,18 @@
 PYTHON ?= python3
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: install book test demo bench assignments clean
+.PHONY: install fetch book test demo bench assignments clean
 
 install:
 	$(PYTHON) -m pip install $(PIP_FLAGS) -e ".[dev]" -c constraints.txt
 	@# onnxruntime-web for the book's widget and its tests, as package-lock.json pins it
 	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error; else echo "npm not found: no onnxruntime-web (the widget says it cannot run)"; fi
+
+## The release's assets into the cache (~/.cache/colorlab), each checked against its sha256: every published
+## model and the evaluation photos, so that the chapters show the published results (book.yml runs it).
+fetch: install
+	for name in $$($(PYTHON) -c "from colorlab import hub; print(*hub.MODELS)"); do $(PYTHON) -m colorlab models fetch $$name || exit 1; done
+	$(PYTHON) -m colorlab data fetch eval
 
 ## The main job: execute every chapter (sized for this machine) and build the HTML book into _build/html.
 book: install

@@ -21,7 +21,7 @@ that runs nbgrader can import the notebooks unchanged; we do not depend on nbgra
 it brings a Jupyter server, JupyterLab and an SQL gradebook (about 100 packages) to do what
 nbformat + nbclient do here in a page. nbformat (the ``book`` extra) is imported by the functions
 that read or write notebooks, so that importing this module, as the ``colorlab`` command does to
-build its parser, works on a plain ``pip install colorlab``.
+build its parser, works on a plain ``pip install colorlab-book``.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The work is done by `colorlab.assignments` (building) and `colorlab.grading` (grading); this
 module only turns command lines into calls and reports into lines of text. Both need the
-``book`` extra (nbformat, nbclient, IPython), which a plain ``pip install colorlab`` lacks: they
+``book`` extra (nbformat, nbclient, IPython), which a plain ``pip install colorlab-book`` lacks: they
 are imported when a command runs, not when the ``colorlab`` command builds its parser, so that
 ``colorlab colorize`` works without them and ``colorlab assignments`` says in one line what to install.
 """
@@ -31,7 +31,7 @@ def _needs_book_extra(command: Callable[[argparse.Namespace], int]) -> Callable[
         except ModuleNotFoundError as err:
             if (err.name or "").split(".")[0] not in BOOK_EXTRA:
                 raise
-            raise MissingExtraError(f"{err.name} is not installed; `pip install \"colorlab[book]\"` adds what "
+            raise MissingExtraError(f"{err.name} is not installed; `pip install \"colorlab-book[book]\"` adds what "
                                     "building and grading assignments need") from None
     return run
 

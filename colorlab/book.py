@@ -12,9 +12,10 @@ Published model or own run. A chapter teaches the mechanics on a short training 
 (loss curves, exercises), but a short CPU run cannot show what a method achieves. So the
 pictures and numbers meant to show that come from the published model of the chapter's stage
 (`colorlab.hub`) when there is one, which the chapter says in one line; otherwise from its own
-short run, said just as plainly, with the way to get the real ones. The chapters' `published`
-parameter decides: "auto" (the published model when its file is here), "none" (always the
-chapter's own run), or a model name (that model for its stage, downloaded if need be).
+short run, said just as plainly, with the way to get the real ones. `published_model` is that
+decision, for every chapter; the chapters' `published` parameter steers it: "auto" (the
+published model: its local file, else downloaded), "none" (always the chapter's own run), or a
+model name (that model for its stage).
 
 Data. `load_split_or_offline` is the data choice of the chapters that train nothing: the
 source asked for, else scikit-image's offline photos, said in one line.
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import sys
 import types
 import typing
@@ -42,9 +44,10 @@ import torch
 from torch import nn
 
 from . import hub
-from .data import SOURCES, DataUnavailableError, load_split, shared_data_dir, val_batches
+from .data import SOURCES, DataUnavailableError, load_split, val_batches
 from .io import SkippedImageWarning, list_images, scan_images
 from .models import AUTO, IMAGENET, check_size
+from .published_data import eval_photos_dir
 from .recipes import Trained, train_recipe
 from .runs import chapter_run_dir
 from .runtime import pick_device
@@ -232,6 +235,34 @@ def check_parameters(namespace: Mapping[str, Any]) -> None:
         raise ParameterError("bad chapter parameter: " + "; ".join(problems))
 
 
+# The Colab line of every chapter's set-up cell, as it stands in the notebook's JSON text.
+_INSTALL = re.compile(r'(    %pip install -q \\")[^\\"]*(\\")')
+
+
+def install_requirement(version: str | None = None) -> str:
+    """What a chapter's Colab cell installs: the released library the book was built from, by its index name."""
+    from . import DISTRIBUTION, __version__
+
+    return f"{DISTRIBUTION}=={version or __version__}"
+
+
+def write_install_version(notebook: str | Path, version: str | None = None) -> bool:
+    """Make `notebook`'s Colab install line install `version` (default: this library's); True if it changed.
+
+    `tools/release.py bump` writes it into the committed chapters and `tools/build_book.py` into
+    the copies it executes, so a notebook always installs the library that produced its outputs.
+    The file is edited as text, one line, so nothing else in it changes.
+    """
+    path = Path(notebook)
+    text = path.read_text(encoding="utf-8")
+    new, count = _INSTALL.subn(lambda m: f"{m[1]}{install_requirement(version)}{m[2]}", text)
+    if count != 1:
+        raise ValueError(f"{path}: expected one `%pip install -q \"...\"` line in the set-up cell, found {count}")
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
+
+
 def installed() -> str:
     """One line saying what runs this chapter: colorlab's version and place, torch's build, Python.
 
@@ -258,64 +289,88 @@ class Showcase:
     published: bool
 
 
-def published_name(stage: str, published: str, size: int) -> str | None:
-    """The published model that stands for `stage` in a chapter of image size `size`, or None for its own run.
+@dataclass(frozen=True)
+class Published:
+    """A published model a chapter shows instead of its own run: its name and its checked file."""
 
-    A forced name that belongs to another stage leaves this stage to "auto"; one made for
-    another image size is refused, since the chapter's photos are `size` px.
-    """
-    of_stage = hub.stage_models(stage)
+    name: str
+    file: Path
+
+    def load(self, device: str | torch.device = "cpu") -> nn.Module:
+        return hub.load_pretrained(self.name, device, path=self.file)
+
+
+def _stage_candidates(stage: str, published: str, size: int) -> tuple[list[str], str]:
+    """(published models that may stand for `stage`, most preferred first; why there is none when empty)."""
     if published == "none":
-        return None
+        return [], "published='none'"
     if published != "auto":
         model = hub.get(published)
-        if model.name in of_stage:
+        if model.name in hub.stage_models(stage):  # a name of another stage leaves this stage to "auto"
             if model.spec["size"] != size:
                 raise ValueError(f"published={published!r} is a {model.spec['size']} px model; "
                                  f"run the chapter with size={model.spec['size']}")
-            return model.name
-    return next((name for name in hub.stage_models(stage, size) if hub.is_available(name)), None)
+            return [model.name], ""
+    same_size = hub.stage_models(stage, size)
+    if not same_size:
+        return [], (f"no published model of this stage for {size} px; published ones: "
+                    f"{', '.join(hub.stage_models(stage)) or 'none'}")
+    return same_size, ""
+
+
+def published_model(stage: str, published: str, size: int) -> Published | None:
+    """The published model that stands for a chapter's `stage`, or None for the chapter's own run.
+
+    The one answer to "the published model, or this chapter's own run", for every chapter:
+    `published` is "auto" (the stage's preferred published model of this image size), "none"
+    (always the chapter's own run) or a model name (that one, for its stage). The file is the
+    local one when there is one (`hub.search_dirs`: $COLORLAB_MODELS, ../shared/models, the
+    cache), otherwise it is downloaded into the cache by `hub.fetch_pretrained` (progress bar,
+    sha256 checked, renamed into place only when complete). Offline, or when the file is damaged,
+    the chapter falls back to its own run. Prints one line in every case: which model, and
+    whether it was downloaded; or why the chapter shows its own run.
+    """
+    candidates, why = _stage_candidates(stage, published, size)
+    if not candidates:
+        print(f"{stage}: this chapter's own run ({why})")
+        return None
+    name = next((name for name in candidates if hub.is_available(name)), candidates[0])
+    downloaded = not hub.is_available(name)
+    try:
+        file = hub.fetch_pretrained(name)
+    except hub.PublishedModelError as err:
+        problem = " ".join(str(err).split("; either download")[0].split())  # the problem, not hub's ways out
+        print(f"{stage}: this chapter's own run, since the published model could not be had ({problem}; "
+              f"`colorlab models fetch {name}` retries, published='none' skips it)")
+        return None
+    how = f"; downloaded into {file.parent}, sha256 checked" if downloaded else ""
+    print(f"{stage}: the published model {hub.get(name).describe()}{how}")
+    return Published(name, file)
 
 
 def showcase(stage: str, published: str, trained: nn.Module, val: list, size: int,
              device: str | torch.device = "cpu") -> Showcase:
-    """The published model of `stage` (on the project's held-out photos when they are here), else `trained`.
-
-    Prints one line saying which, and for a published model what it was trained on.
-    """
-    name = published_name(stage, published, size)
-    if name is None:
-        print(f"Shown below: this chapter's short run ({why_not_published(stage, published, size)}).")
+    """The published model of `stage` (`published_model`; on the held-out photos when they can be had), else `trained`."""
+    chosen = published_model(stage, published, size)
+    if chosen is None:
         return Showcase(trained, "this chapter's short run", val, "this chapter's validation images", False)
-    model = hub.load_pretrained(name, device)
-    print(f"Shown below: the published model {model.published.describe()}.")
     batches, photos = held_out_batches(size, device, SHOWCASE_PHOTOS) or (val, "this chapter's validation images")
-    return Showcase(model, f"published model {name}", batches, photos, True)
-
-
-def why_not_published(stage: str, published: str, size: int) -> str:
-    """Why no published model stands for `stage`, and how to get one: for the line a chapter prints."""
-    if published == "none":
-        return "published='none'"
-    names, same_size = hub.stage_models(stage), hub.stage_models(stage, size)
-    if not same_size:
-        return f"no published model of this stage for {size} px; published ones: {', '.join(names) or 'none'}"
-    return (f"the file of the published {same_size[0]} is not here; `colorlab models fetch {same_size[0]}` or "
-            f"published='{same_size[0]}' gets it")
+    return Showcase(chosen.load(device), f"published model {chosen.name}", batches, photos, True)
 
 
 def held_out_batches(size: int, device: str | torch.device, n_photos: int | None = None) -> tuple[list, str] | None:
-    """(batches, description) of the project's validation photos (COCO val2017), or None when they are not here.
+    """(batches, description) of the evaluation photos (COCO val2017), or None when they cannot be had.
 
-    The published models never saw them. Grayscale photos are left out, as in training.
+    Found by `published_data.eval_photos_dir`: ../shared/data, else the release asset in the cache,
+    else downloaded now. The published models never saw them. Grayscale photos are left out, as in training.
     """
-    root = shared_data_dir()
-    if root is None or not (root / "photos" / "val").is_dir():
+    root = eval_photos_dir()
+    if root is None:
         return None
     with warnings.catch_warnings():  # the grayscale ones are expected, and said in the description
         warnings.simplefilter("ignore", SkippedImageWarning)
         files = scan_images(list_images(root / "photos" / "val")).kept[:n_photos]
-    return val_batches(files, size, device), f"{len(files)} held-out photos of ../shared/data/photos/val (COCO val2017)"
+    return val_batches(files, size, device), f"{len(files)} held-out photos of COCO val2017 ({root / 'photos' / 'val'})"
 
 
 # --- The chapters' training runs: the published model, else resume the run folder's checkpoint, else train ---
@@ -349,24 +404,18 @@ def train_chapter(recipe: str, train_files: list[Path], *, epochs: Mapping[str, 
 
 def published_or_train(stage: str, published: str, size: int, train: Callable[[], nn.Module],
                        device: str | torch.device = "cpu") -> nn.Module:
-    """The published model of `stage` when `published` allows it and its file is here, else `train()`.
+    """The published model of `stage` (`published_model`: local, else downloaded), else `train()`.
 
     The pattern of the UvA deep-learning notebooks: a chapter that needs a trained model, not the
-    training itself, does not spend minutes on what has been trained already. `published` works
-    as in `showcase` ("auto", "none" or a model name); `train` is a chapter's `train_chapter`
-    call, which resumes its run folder's checkpoint when there is one and trains otherwise, and
-    prints which. Prints one line saying which model this is.
+    training itself, does not spend minutes (or, at the reference size in Colab, hours) on what has
+    been trained already. `train` is a chapter's `train_chapter` call, which resumes its run
+    folder's checkpoint when there is one and trains otherwise, and prints which.
     """
-    name = published_name(stage, published, size)
-    if name is None:
-        print(f"{stage}: this book's run ({why_not_published(stage, published, size)})")
-        return train()
-    model = hub.load_pretrained(name, device)
-    print(f"{stage}: the published model {model.published.describe()}")
-    return model
+    chosen = published_model(stage, published, size)
+    return train() if chosen is None else chosen.load(device)
 
 
 __all__ = ["SMOKE_PARAMETERS", "ParameterError", "RULES", "Showcase", "chapter_weights", "check_parameters",
-           "declared_parameters", "find_book", "held_out_batches", "installed", "load_split_or_offline",
-           "parameter_problems", "published_name", "published_or_train", "showcase", "train_chapter",
-           "why_not_published"]
+           "declared_parameters", "find_book", "held_out_batches", "install_requirement", "installed", "load_split_or_offline",
+           "parameter_problems", "Published", "published_model", "published_or_train", "showcase", "train_chapter",
+           "write_install_version"]

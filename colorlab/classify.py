@@ -32,7 +32,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from . import hub
 from .cache import cache_key
 from .checkpoint import CheckpointError, check_spec, load_checkpoint
 from .color import AB_SCALE, L_ab_to_rgb, rgb_to_lab
@@ -324,17 +323,7 @@ def recorded_comparison(folder: str | Path = RECORDED_RUN) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-# the regression models chapter 9 compares with: each stage's preferred published 64 px model
-PUBLISHED = tuple(hub.stage_models(stage, 64)[0] for stage in ("baseline", "pretrain", "gan"))
-
-
-def published_checkpoint(name: str) -> Path | None:
-    """The checked file of a published regression generator when it is here (`colorlab.hub`), else None.
-
-    Never downloads: chapter 9 and its comparison script run offline, and say so when a model is missing.
-    """
-    hub.get(name)  # an unknown name is a one-line error
-    return hub.fetch_pretrained(name, download=False) if hub.is_available(name) else None
+PUBLISHED = ("baseline-64", "resnet18-l1-64", "resnet18-gan-64")  # the regression models of the recorded comparison (compare.py)
 
 
 @torch.no_grad()

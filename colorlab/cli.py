@@ -210,6 +210,9 @@ def _experiment(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colorlab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import DISTRIBUTION, __version__
+
+    parser.add_argument("--version", action="version", version=f"colorlab {__version__} ({DISTRIBUTION})")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_colorize(sub)
@@ -217,10 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .assignments_cli import add_cli
     from .export import add_cli as add_export_cli
     from .hub import add_cli as add_models_cli
+    from .published_data import add_cli as add_data_cli
 
     add_cli(sub)
     add_models_cli(sub)
     add_export_cli(sub)
+    add_data_cli(sub)
     return parser
 
 
@@ -236,17 +241,18 @@ def main(argv: list[str] | None = None) -> int:
             launch(args.nproc, _without_nproc(sys.argv[1:] if argv is None else argv))
     handlers = {"train": _train, "colorize": _colorize, "experiment": _experiment,
                 "assignments": lambda a: a.func(a), "models": lambda a: a.func(a),
-                "export": lambda a: a.func(a)}
+                "export": lambda a: a.func(a), "data": lambda a: a.func(a)}
     from .assignments_cli import MissingExtraError
     from .data import DataUnavailableError
     from .hub import PublishedModelError
     from .models import WeightsUnavailableError
+    from .published_data import DataAssetError
     from .train import NonFiniteLossError
 
     # Our own clear messages (ImageLoadError and CheckpointError are ValueErrors), and the
     # system's (missing file, permission denied, disk full): one line, no traceback.
     expected = (ValueError, OSError, DataUnavailableError, WeightsUnavailableError, NonFiniteLossError,
-                PublishedModelError, MissingExtraError)
+                PublishedModelError, MissingExtraError, DataAssetError)
     try:
         with _skipped_images_one_per_line(f"colorlab {args.command}"):
             return handlers[args.command](args)

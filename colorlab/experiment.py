@@ -23,10 +23,11 @@ from . import distributed, hub
 from .checkpoint import load_generator
 from .colorize import colorize_image
 from .color import L_ab_to_rgb
-from .data import load_split, shared_data_dir, val_batches
+from .data import load_split, val_batches
 from .evaluate import Grey, comparison_grid, evaluate, grayscale_rgb, predict_rgb
 from .io import list_images, load_rgb
 from .models import OUTPUTS, check_size
+from .published_data import eval_photos_dir
 from .recipes import REFERENCE_EPOCHS, train_recipe
 from .runtime import pick_device
 from .train import loss_figure
@@ -183,8 +184,8 @@ def _write_results(models: dict, histories: dict, val_files: list[Path], config:
 
 
 def _old_photos(generator, size: int, device, path: Path) -> None:
-    """The 'colorize old photos' demo: before | after for the shared old photos, if present."""
-    root = shared_data_dir()
+    """The 'colorize old photos' demo: before | after for the old photos (../shared/data or the release asset)."""
+    root = eval_photos_dir()
     if root is None or not (root / "old-photos").is_dir():
         return
     import matplotlib.pyplot as plt

@@ -9,6 +9,8 @@ release URL into the cache. Every file, local or downloaded, is checked against 
 and a download is written to a temporary file that is renamed only once the checksum
 matches: a failed or interrupted transfer never leaves a partial model in the cache.
 `export_checkpoint` writes the publishable generator-only file from a training checkpoint.
+$COLORLAB_RELEASE_URL serves the release files from elsewhere, $COLORLAB_MODEL_REGISTRY names
+another registry (see REGISTRY_FILE).
 """
 
 from __future__ import annotations
@@ -30,10 +32,16 @@ from . import REPOSITORY_URL
 from .checkpoint import check_spec, load_checkpoint, load_generator, save_checkpoint
 from .data import CACHE_DIR as _DATA_CACHE, SHARED_DIR
 
-REGISTRY_FILE = Path(__file__).with_name("published_models.json")
+# $COLORLAB_MODEL_REGISTRY: another registry of the same format (a class's own models, a test's);
+# $COLORLAB_RELEASE_URL: where the releases' files are served instead of GitHub (a mirror, a
+# course server, a loopback server in tests): files are fetched from <it>/<release>/<file>.
+REGISTRY_FILE = Path(os.environ.get("COLORLAB_MODEL_REGISTRY") or Path(__file__).with_name("published_models.json"))
+RELEASE_URL = os.environ.get("COLORLAB_RELEASE_URL") or f"{REPOSITORY_URL}/releases/download"
 SHARED_MODELS = SHARED_DIR / "models"  # ../shared/models beside the repository
 CACHE_DIR = _DATA_CACHE / "models"
-TRAIN_COMMAND = "colorlab experiment --config configs/cpu64.yaml --out results/cpu64 --export-models DIR"
+# configs/cpu64.yaml trains on ../shared/data, which only this project's machines have; anywhere else, COCO
+TRAIN_COMMAND = ("colorlab experiment --config configs/cpu64.yaml --out results/cpu64 --export-models DIR "
+                 "(beside ../shared/data; elsewhere: colorlab train --recipe resnet18 --data coco --size 64)")
 TIMEOUT_S = 30  # a stalled connection fails instead of hanging a notebook forever
 
 
@@ -66,7 +74,7 @@ class PublishedModel:
 
 def _load_registry() -> tuple[dict[str, PublishedModel], list[str], str]:
     registry = json.loads(REGISTRY_FILE.read_text())
-    base = f"{REPOSITORY_URL}/releases/download/{registry['release']}"
+    base = f"{RELEASE_URL.rstrip('/')}/{registry['release']}"
     models = {}
     for entry in registry["models"]:
         core = {key: entry[key] for key in ("name", "file", "sha256", "bytes", "spec")}

@@ -29,6 +29,26 @@ def resolve_run_root(root: str | Path = AUTO) -> Path:
     return Path(DEFAULT_RUN_ROOT)
 
 
+def mount_drive() -> Path | None:
+    """In Colab, mount Google Drive so that `run_root="auto"` keeps the runs there; elsewhere do nothing.
+
+    A free Colab session ends after hours or when idle, and takes its files with it: a run kept on
+    Drive is resumed by the next session instead of trained again. Mounting asks the reader for
+    permission; a refusal or a failure is one line, and the runs then stay in the session.
+    """
+    if "google.colab" not in sys.modules:
+        return None
+    try:
+        from google.colab import drive
+
+        drive.mount(str(COLAB_DRIVE.parent))
+    except Exception as err:  # refused, timed out, or no Drive for this account: training goes on without it
+        print(f"Google Drive not mounted ({type(err).__name__}: {err}); this session's runs stay in the session")
+        return None
+    print(f"training runs are kept in {resolve_run_root()} on Google Drive")
+    return COLAB_DRIVE
+
+
 def run_dir(recipe: str, root: str | Path = AUTO, **params) -> Path:
     """A run folder named by its parameters, e.g. runs/book/resnet18-data=offline-n_images=64-seed=0-size=64.
 

@@ -94,6 +94,7 @@ def fit(
     resume: bool = False,
     progress: bool = True,
     sync_bn: bool | None = None,
+    epoch_lines: bool = True,
 ) -> History:
     """Train `stage` (`colorlab.stages`) on `loader` (uint8 RGB batches) for `stage.config.epochs` epochs.
 
@@ -104,6 +105,10 @@ def fit(
     batch_size is the per-process batch) and `sync_bn` (None: `distributed.use_sync_bn`'s rule)
     makes BatchNorm use the global batch's statistics. Rank 0 writes the checkpoint; the returned
     history holds the losses averaged over the ranks.
+
+    `progress` shows a bar per epoch (cleared when the epoch ends); `epoch_lines` prints one line
+    per epoch that stays (`epoch_line`): a notebook whose bars are off, e.g. a chapter in Colab,
+    is never silent for an epoch longer than one takes.
     """
     config = stage.config
     ddp, device = distributed.setup(pick_device(device))  # [ddp] process group from torchrun's environment
@@ -185,10 +190,22 @@ def fit(
             sums = distributed.reduce_mean(sums, ddp)  # [ddp] the history holds the ranks' mean
             _check_finite(sums, epoch, step, checkpoint_path)
             means = {k: v.item() / max(step, 1) for k, v in sums.items()}
-            history.append(means | {"seconds": time.perf_counter() - began})
+            seconds = time.perf_counter() - began
+            history.append(means | {"seconds": seconds})
             checkpoint(epoch + 1, 0, 0, {})
+            if epoch_lines and ddp.is_main:  # [ddp] one line per epoch, rank 0's
+                images = min((step - first_step) * global_batch, len(loader.dataset) - epoch_start)
+                print(epoch_line(stage.name, epoch + 1, config.epochs, means, images, seconds), flush=True)
     stage.finish()
     return history
+
+
+def epoch_line(stage: str, epoch: int, epochs: int, losses: dict[str, float], images: int, seconds: float) -> str:
+    """One line about a finished epoch: its losses, images per second, and the time the remaining epochs will take."""
+    left = (epochs - epoch) * seconds
+    shown = ", ".join(f"{key} {value:.4f}" for key, value in losses.items())
+    return (f"{stage} epoch {epoch}/{epochs}: {shown}; {images / max(seconds, 1e-9):.1f} images/s; "
+            f"{seconds:.0f} s, about {left:.0f} s left")
 
 
 def resumable_state(checkpoint_path: str | Path | None, spec: dict, stage: str, config: TrainConfig,
@@ -243,4 +260,4 @@ def loss_figure(histories: dict[str, History], panel_size: tuple[float, float] =
     return fig
 
 
-__all__ = ["History", "NonFiniteLossError", "fit", "loss_figure", "resumable_state"]
+__all__ = ["History", "NonFiniteLossError", "epoch_line", "fit", "loss_figure", "resumable_state"]

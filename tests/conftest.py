@@ -100,3 +100,83 @@ def register_published(models_isolated, tiny_checkpoint, monkeypatch):
         return model
 
     return register
+
+
+@pytest.fixture
+def release_server(tmp_path):
+    """serve(folder) -> its URL: an HTTP server on 127.0.0.1 playing a release (files by path); stopped after the test.
+
+    `stop()` on the returned object's owner ends it early, as an offline machine sees it: nothing listens.
+    """
+    import functools
+    import http.server
+    import threading
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    servers = []
+
+    class Release:
+        def serve(self, folder: Path) -> str:
+            httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+            threading.Thread(target=httpd.serve_forever, daemon=True).start()
+            servers.append(httpd)
+            return f"http://127.0.0.1:{httpd.server_address[1]}"
+
+        def stop(self) -> None:
+            while servers:
+                httpd = servers.pop()
+                httpd.shutdown()
+                httpd.server_close()
+
+    release = Release()
+    yield release
+    release.stop()
+
+
+def _tool(name: str):
+    """A module of tools/ (not a package), loaded from its file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def make_eval_release(tmp_path: Path) -> dict:
+    """A generated evaluation-photo asset packed by tools/pack_eval_photos.py, as a release serves it.
+
+    Returns {"release": folder to serve (data-v1/<zip>), "registry": a data registry naming it, "facts": its
+    entry}. The photos are generated here (6 val, 2 old), with MANIFEST.csv rows like the shared set's.
+    """
+    import hashlib
+    import json
+
+    pack_eval_photos = _tool("pack_eval_photos")
+    shared = tmp_path / "fake-shared"
+    rows = ["split,file,source,original,width,height,mean_chroma,grayscale,licence\n"]
+    rng = np.random.default_rng(1)
+    for split, folder, count in (("val", "photos/val", 6), ("old", "old-photos", 2), ("train", "photos/train", 2)):
+        (shared / folder).mkdir(parents=True)
+        for i in range(count):
+            name = f"{folder}/{split}_{i}.jpg"
+            smooth_color_image(rng, side=80).save(shared / name)
+            rows.append(f'{split},{name},generated,{i}.png,80,80,20.0,0,"generated for the tests"\n')
+    (shared / "MANIFEST.csv").write_text("".join(rows))
+    release = tmp_path / "release"
+    pack_eval_photos.main(["--shared", str(shared), "--out", str(release / "data-v1"), "--file", "eval-test-v1.zip"])
+    data = (release / "data-v1" / "eval-test-v1.zip").read_bytes()
+    facts = {"name": "eval", "file": "eval-test-v1.zip", "sha256": hashlib.sha256(data).hexdigest(),
+             "bytes": len(data), "what": "generated evaluation photos"}
+    registry = tmp_path / "published_data.json"
+    registry.write_text(json.dumps({"format": "colorlab-published-data-v1", "release": "data-v1", "data": [facts]}))
+    return {"release": release, "registry": registry, "facts": facts}
+
+
+@pytest.fixture
+def eval_release(tmp_path) -> dict:
+    """`make_eval_release` in this test's folder."""
+    return make_eval_release(tmp_path)

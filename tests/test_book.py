@@ -101,13 +101,15 @@ def test_every_copy_of_the_repository_url_agrees_with_colorlab_repository_url():
                 if match.groups() != (owner, name):
                     stale.append(f"{path.relative_to(ROOT)}: {match.group(0)}")
     assert not stale, "these disagree with colorlab.REPOSITORY_URL: " + "; ".join(stale)
-    assert found >= len(NOTEBOOKS) * 2  # each notebook's badge and install cell were seen
+    assert found >= len(NOTEBOOKS)  # each notebook's badge was seen
 
 
 def test_pyproject_version_and_urls_agree_with_the_library():
     tomllib = pytest.importorskip("tomllib", reason="tomllib (Python >= 3.11) reads pyproject.toml")
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    assert project["version"] == colorlab.__version__  # the install cells pin the tag v<version>
+    assert project["name"] == colorlab.DISTRIBUTION and project["dynamic"] == ["version"]
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]["dynamic"] == \
+        {"version": {"attr": "colorlab.__version__"}}  # the install cells pin colorlab-book==<version>
     assert project["urls"] and all(url.startswith(colorlab.REPOSITORY_URL) for url in project["urls"].values())
     torch_requirement = next(r for r in project["dependencies"] if r.startswith("torch>") or r.startswith("torch<"))
     assert "<" not in torch_requirement, "an upper bound on torch makes Colab downgrade its own torch"
@@ -182,7 +184,7 @@ def test_notebook_follows_the_chapter_convention(notebook):
 def test_setup_cell_installs_the_pinned_release_in_colab_and_checks_the_parameters_first(notebook):
     setup = nbformat.read(notebook, as_version=4).cells[2]
     lines = setup.source.splitlines()
-    install = f'    %pip install -q "colorlab @ git+{colorlab.REPOSITORY_URL}@v{colorlab.__version__}"'
+    install = f'    %pip install -q "{colorlab.DISTRIBUTION}=={colorlab.__version__}"'
     assert install in lines, f"the Colab install line must be: {install.strip()}"
     assert any(line.startswith("print(installed())") for line in lines)  # one line saying what was installed
     check = lines.index("check_parameters(globals())  # a mistyped parameter stops the chapter here, "

@@ -177,11 +177,11 @@ def test_registry_agrees_with_the_published_manifest():
 # --- colorlab.book: a chapter shows the published model of its stage, or its own short run ----------
 
 
-def test_a_chapter_shows_the_published_model_of_its_stage_when_its_file_is_here(register_published, tiny_checkpoint,
+def test_a_chapter_shows_the_published_model_of_its_stage_when_its_file_can_be_had(register_published, tiny_checkpoint,
                                                                                   tmp_path, monkeypatch, capsys):
     from colorlab import book
 
-    monkeypatch.setattr(book, "shared_data_dir", lambda: None)  # no held-out photos: it shows the chapter's `val`
+    monkeypatch.setattr(book, "eval_photos_dir", lambda download=True: None)  # no held-out photos: the chapter's `val`
     showcase = book.showcase
     trained, val = torch.nn.Identity(), [(torch.zeros(1, 1, 32, 32), torch.zeros(1, 2, 32, 32))]
     register_published("http://127.0.0.1:9/never-used.pt", name="baseline-32")
@@ -190,14 +190,15 @@ def test_a_chapter_shows_the_published_model_of_its_stage_when_its_file_is_here(
 
     shown = showcase("baseline", "auto", trained, val, size=32)
     assert shown.model is trained and not shown.published and shown.batches is val
-    assert "this chapter's short run (the file of the published baseline-32 is not here" in capsys.readouterr().out
+    assert capsys.readouterr().out.startswith("baseline: this chapter's own run, since the published model could "
+                                              "not be had (published model 'baseline-32': cannot reach")
 
     (tmp_path / "shared-models" / "baseline-32.pt").write_bytes(tiny_checkpoint.read_bytes())
     for published in ("auto", "baseline-32"):
         shown = showcase("baseline", published, trained, val, size=32)
         assert shown.published and shown.model.published.name == "baseline-32" and shown.batches is val
         assert shown.label == "published model baseline-32"
-        assert capsys.readouterr().out.startswith("Shown below: the published model baseline-32: a 32 px test model")
+        assert capsys.readouterr().out.startswith("baseline: the published model baseline-32: a 32 px test model")
     assert showcase("baseline", "none", trained, val, size=32).model is trained
     assert showcase("pretrain", "auto", trained, val, size=32).model is trained  # no resnet18-l1-32 published
 

@@ -1,4 +1,4 @@
-"""A plain `pip install colorlab` (no `book` extra) runs the `colorlab` command; only assignments need the extra.
+"""A plain `pip install colorlab-book` (no `book` extra) runs the `colorlab` command; only assignments need the extra.
 
 Each test runs the command in a fresh interpreter in which the book extra's packages cannot be
 imported (``sys.modules[name] = None`` makes ``import name`` raise ModuleNotFoundError, as for
@@ -51,7 +51,7 @@ def test_assignments_without_the_book_extra_say_in_one_line_what_to_install(tmp_
                                           cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        'colorlab assignments: error: nbformat is not installed; `pip install "colorlab[book]"` adds what '
+        'colorlab assignments: error: nbformat is not installed; `pip install "colorlab-book[book]"` adds what '
         "building and grading assignments need"
     ]
     assert not (tmp_path / "course").exists()

@@ -116,4 +116,4 @@ def test_published_or_train_uses_the_published_model_and_trains_nothing(register
 
     trained = torch.nn.Identity()
     assert book.published_or_train("baseline", "none", 32, lambda: trained) is trained  # published="none": own run
-    assert capsys.readouterr().out == "baseline: this book's run (published='none')\n"
+    assert capsys.readouterr().out == "baseline: this chapter's own run (published='none')\n"

@@ -33,3 +33,28 @@ def test_out_and_run_root_together_are_one_clear_error(tmp_path, capsys):
     argv = ["train", "--offline", "--out", str(tmp_path / "a"), "--run-root", str(tmp_path / "b")]
     assert main(argv) == 2
     assert capsys.readouterr().err.splitlines() == ["colorlab train: error: give --out or --run-root, not both"]
+
+
+def test_mount_drive_does_nothing_outside_colab_and_a_refusal_is_one_line(monkeypatch, capsys):
+    import sys
+    import types
+
+    from colorlab import runs
+
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    assert runs.mount_drive() is None and capsys.readouterr().out == ""
+
+    mounted = []
+
+    def refuse(path):
+        raise RuntimeError("permission denied by the reader")
+
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=refuse)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    assert runs.mount_drive() is None
+    assert capsys.readouterr().out == ("Google Drive not mounted (RuntimeError: permission denied by the reader); "
+                                       "this session's runs stay in the session\n")
+
+    colab.drive = types.SimpleNamespace(mount=mounted.append)
+    assert runs.mount_drive() == runs.COLAB_DRIVE and mounted == ["/content/drive"]

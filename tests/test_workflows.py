@@ -44,8 +44,8 @@ def actionlint() -> str:
     return executable
 
 
-def test_the_three_workflows_exist():
-    assert sorted(path.name for path in WORKFLOWS.glob("*.yml")) == ["book.yml", "ci.yml", "gpu-book.yml"]
+def test_the_four_workflows_exist():
+    assert sorted(path.name for path in WORKFLOWS.glob("*.yml")) == ["book.yml", "ci.yml", "gpu-book.yml", "release.yml"]
 
 
 def test_every_workflow_passes_actionlint(actionlint):
@@ -108,3 +108,30 @@ def test_gpu_book_runs_every_chapter_with_the_seeds_full_setting_on_a_gpu_runner
     (upload,) = _uses(gpu, "actions/upload-artifact")
     assert upload["if"] == "always()"  # the executed notebooks show where a failed run stopped
     assert upload["with"]["path"].split() == ["_build/src", "_build/html"]
+
+
+def test_release_builds_checks_publishes_with_trusted_publishing_and_attaches_the_checked_assets():
+    release = _workflow("release.yml")
+    assert release["on"] == {"push": {"tags": ["v*"]}}
+    runs = [step.get("run", "") for step in release["jobs"]["build"]["steps"]]
+    order = [next(i for i, run in enumerate(runs) if needle in run) for needle in (
+        'tools/release.py check-tag "$GITHUB_REF_NAME"', "python -m build", "twine check --strict dist/*",
+        "tools/release.py assets --from")]
+    assert order == sorted(order), "check the tag first, then build, check, and gather the assets"
+    publish = release["jobs"]["publish"]
+    assert publish["permissions"] == {"id-token": "write"} and publish["environment"]["name"] == "pypi"
+    assert [step["uses"].split("@")[0] for step in publish["steps"]][-1] == "pypa/gh-action-pypi-publish"
+    assert not any("password" in step.get("with", {}) for step in publish["steps"]), "trusted publishing: no token"
+    github = release["jobs"]["github-release"]
+    assert github["permissions"] == {"contents": "write"} and "publish" in github["needs"]
+    assert 'gh release create "$GITHUB_REF_NAME" dist/* assets/*' in github["steps"][-1]["run"]
+
+
+def test_the_book_fetches_the_published_models_and_photos_with_a_cache_before_building():
+    steps = _workflow("book.yml")["jobs"]["build"]["steps"]
+    runs = [step.get("run", "").strip() for step in steps]
+    assert runs.index("make install && make fetch") < runs.index("make book")
+    cached = [step["with"]["path"] for step in _uses(_workflow("book.yml"), "actions/cache")]
+    assert cached == ["~/.cache/colorlab/models", "~/.cache/colorlab/data"]
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "-m colorlab models fetch $$name" in makefile and "-m colorlab data fetch eval" in makefile

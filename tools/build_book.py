@@ -38,7 +38,7 @@ import yaml
 from papermill.exceptions import PapermillExecutionError
 
 from colorlab.assignments import publish_exercises
-from colorlab.book import SMOKE_PARAMETERS, declared_parameters  # the grader uses the same two
+from colorlab.book import SMOKE_PARAMETERS, declared_parameters, write_install_version  # the grader: the first two
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")  # what the staging folder gets
@@ -148,7 +148,11 @@ def check_kernel() -> None:
 
 
 def stage(staging: Path, root: Path = REPO_ROOT) -> None:
-    """Fresh copy of the book sources in `staging`, so executing never touches the committed files."""
+    """Fresh copy of the book sources in `staging`, so executing never touches the committed files.
+
+    Each chapter's Colab install line is written with this library's version: the published
+    notebook installs the release that produced its outputs.
+    """
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
@@ -159,6 +163,8 @@ def stage(staging: Path, root: Path = REPO_ROOT) -> None:
             shutil.copytree(source, staging / name, ignore=ignore)
         else:
             shutil.copy2(source, staging / name)
+    for chapter in (staging / "book").glob("*.ipynb"):  # the Colab cells install the library that runs this build
+        write_install_version(chapter)
 
 
 def execute_chapters(

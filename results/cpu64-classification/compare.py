@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
+from colorlab import hub
 from colorlab.checkpoint import load_generator
-from colorlab.classify import PUBLISHED, ClassColorizer, load_classifier, published_checkpoint, scores
+from colorlab.classify import PUBLISHED, ClassColorizer, load_classifier, scores
 from colorlab.color import L_ab_to_rgb
 from colorlab.data import load_split
 from colorlab.evaluate import comparison_grid, grayscale_rgb, predict_rgb
@@ -29,7 +30,7 @@ SIZE = 64
 if __name__ == "__main__":
     torch.manual_seed(0)
     classifier = load_classifier(sys.argv[1])
-    models = {name: load_generator(published_checkpoint(name))[0] for name in PUBLISHED}
+    models = {name: load_generator(hub.fetch_pretrained(name))[0] for name in PUBLISHED}
     for label, temperature in (("class. mode", 0.0), ("class. T=0.38", 0.38), ("class. mean", 1.0)):
         models[label] = ClassColorizer(classifier.net, temperature).eval()
     _, val_files = load_split("shared")
