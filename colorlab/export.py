@@ -73,7 +73,7 @@ def require_onnx() -> None:
 
     for package in ("onnx", "onnxruntime"):
         if importlib.util.find_spec(package) is None:
-            raise MissingExtraError(f"{package} is not installed; `pip install \"colorlab[onnx]\"` adds what ONNX "
+            raise MissingExtraError(f"{package} is not installed; `pip install \"colorlab-book[onnx]\"` adds what ONNX "
                                     "export and `colorize --engine onnx` need")
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("onnxruntime", reason="the onnx extra (pip install 'colorlab[onnx]') is not installed")
+pytest.importorskip("onnxruntime", reason="the onnx extra (pip install 'colorlab-book[onnx]') is not installed")
 
 from colorlab import export  # noqa: E402
 from colorlab.cli import main  # noqa: E402

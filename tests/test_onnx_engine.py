@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-pytest.importorskip("onnxruntime", reason="the onnx extra (pip install 'colorlab[onnx]') is not installed")
+pytest.importorskip("onnxruntime", reason="the onnx extra (pip install 'colorlab-book[onnx]') is not installed")
 
 from colorlab import onnx_engine  # noqa: E402
 from colorlab.cli import main  # noqa: E402

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("onnxruntime", reason="the onnx extra (pip install 'colorlab[onnx]') is not installed")
+pytest.importorskip("onnxruntime", reason="the onnx extra (pip install 'colorlab-book[onnx]') is not installed")
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("widget_assets", ROOT / "tools" / "widget_assets.py")
