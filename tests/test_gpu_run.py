@@ -75,8 +75,11 @@ def test_the_dry_run_writes_every_expected_file(dry_run):
                 f"models/resnet18-gan-{size}.pt", "chapters/05_baseline.ipynb",
                 *(f"logs/{step}.log" for step in STEPS)]
     assert [name for name in expected if not (out / name).is_file()] == []
-    # the chapter resumed the experiment's finished checkpoints instead of training its own
-    assert "0 s here" in (out / "chapters" / "05_baseline.ipynb").read_text()
+    # the chapter found the experiment's checkpoints where the runs step put them: had it not, it would have
+    # trained into a run folder of its own, a third one
+    runs = sorted(folder.name for folder in (out / "models" / "runs").iterdir())
+    assert [name.split("-")[0] for name in runs] == ["baseline", "resnet18"]
+    assert runs[0] in (out / "chapters" / "05_baseline.ipynb").read_text()
     with tarfile.open(pack) as tar:
         names = tar.getnames()
     assert "./summary.md" in names and not [n for n in names if n.startswith("./models")]
@@ -90,8 +93,9 @@ def test_the_dry_runs_summary_is_filled_like_chapter_8s_table(dry_run):
     assert set(evaluation) == {gpu_steps.GREY, "baseline", "L1-pretrained", "pretrained+GAN"}
     for row in (gpu_steps.GREY, "baseline", "L1-pretrained", "pretrained+GAN", "ground truth"):
         assert f"| {row} |" in summary
-    truth = evaluation["baseline"]["colourfulness_true"]
-    assert f"| ground truth | inf | 1.000 | {truth:.3f} |" in summary or f"| {truth:.1f} |" in summary
+    truth = evaluation["baseline"]["colourfulness_true"]  # the truth's colourfulness, beside the models
+    truth_row = next(line for line in summary.splitlines() if line.startswith("| ground truth |"))
+    assert truth_row.split(" | ")[3] == (f"{truth:.3f}" if truth < 10 else f"{truth:.1f}")
     assert "| GAN step, resnet18 |" in summary and "| data loading only |" in summary
     assert "epoch(s) per stage" in summary and "failed" not in summary and "missing" not in summary
     for step in STEPS:
@@ -104,12 +108,12 @@ def test_without_a_gpu_each_gpu_step_fails_alone_and_the_summary_still_comes(tmp
     photos = tmp_path / "photos-root"
     assert gpu_steps.main(["photos", str(photos), "--make-tiny"]) == 0
     out = tmp_path / "out"
-    done, seconds = run_script("--budget-s", "100", "--photos", str(photos), str(out), timeout=300)
+    done, seconds = run_script("--budget-s", "200", "--photos", str(photos), str(out), timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
     status = steps_of(out)
     assert status["throughput"].startswith("failed") and status["experiment"].startswith(("failed", "skipped"))
     assert "environment" in status and "evaluate" in status  # the steps after the failures still ran or were timed
-    assert seconds < 100 + 15
+    assert seconds < 200 + 15
     summary = (out / "summary.md").read_text()
     assert "No benchmark result" in summary and "| throughput | failed" in summary
 

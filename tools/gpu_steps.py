@@ -386,10 +386,15 @@ def normalized(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+# imported when present, not needed: papermill's S3 support (boto3 and its own), jupyter_client's faster JSON,
+# IPython's completion (jedi, parso: 5 MB of the 64 MiB the device tool carries)
+OPTIONAL = {"boto3", "botocore", "s3transfer", "jmespath", "orjson", "jedi", "parso"}
+
+
 def cmd_wheels(args) -> int:
     have = {normalized(line.strip()) for line in Path(args.have).read_text().splitlines() if line.strip()}
     for name, version in imported_distributions().items():
-        if normalized(name) not in have:
+        if normalized(name) not in have | OPTIONAL:
             print(f"{name}=={version}")
     return 0
 
