@@ -40,6 +40,10 @@ while [ $# -gt 0 ]; do
     shift
 done
 [ -n "$OUT" ] || usage
+absolute() { case $1 in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }  # before the cd below
+OUT=$(absolute "$OUT")
+[ -z "$PHOTOS" ] || PHOTOS=$(absolute "$PHOTOS")
+[ -z "$PACK" ] || PACK=$(absolute "$PACK")
 PY=${PYTHON:-python3}
 cd "$REPO" || exit 2
 
@@ -59,8 +63,7 @@ else
     STEP_S=""
 fi
 
-mkdir -p "$OUT/logs" || exit 2
-OUT=$(cd "$OUT" && pwd)
+START=$(date +%s)  # the budget counts from here: the dry run's photo making included
 if [ -z "$PHOTOS" ] && [ "$DRY" = 1 ]; then
     PHOTOS=$OUT/tiny-photos
     PYTHONPATH="$REPO" "$PY" tools/gpu_steps.py photos "$PHOTOS" --make-tiny >/dev/null || exit 2
@@ -71,8 +74,7 @@ if [ ! -d "$PHOTOS/photos/train" ] || [ ! -d "$PHOTOS/photos/val" ]; then
     exit 2
 fi
 PHOTOS=$(cd "$PHOTOS" && pwd)
-
-START=$(date +%s)
+mkdir -p "$OUT/logs" || exit 2
 printf 'step\tstatus\tseconds\tlimit\n' >"$OUT/steps.tsv"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg COLORLAB_SHARED_DATA="$PHOTOS"
 
