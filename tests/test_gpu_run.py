@@ -95,7 +95,7 @@ def test_the_dry_runs_summary_is_filled_like_chapter_8s_table(dry_run):
         assert f"| {row} |" in summary
     truth = evaluation["baseline"]["colourfulness_true"]  # the truth's colourfulness, beside the models
     truth_row = next(line for line in summary.splitlines() if line.startswith("| ground truth |"))
-    assert truth_row.split(" | ")[3] == (f"{truth:.3f}" if truth < 10 else f"{truth:.1f}")
+    assert truth_row.split(" | ")[3] == f"{truth:.1f}"
     assert "| GAN step, resnet18 |" in summary and "| data loading only |" in summary
     assert "epoch(s) per stage" in summary and "failed" not in summary and "missing" not in summary
     for step in STEPS:

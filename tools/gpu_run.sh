@@ -52,14 +52,14 @@ if [ "$DRY" = 1 ]; then
     BUDGET=${BUDGET:-170} SUMMARY_S=20 DEVICE=cpu SIZE=32 BATCH=4 MAX_EPOCHS=1 CHAPTER9_S=1
     BENCH=(--device cpu --size 32 --batch-size 2 --steps 1 --warmup 1 --data-steps 2 --workers 0)
     COMPILE_ENV=(env TORCH_COMPILE_DISABLE=1) COMPILE_ARCH=(--arch baseline)
-    CHAPTERS=(05_baseline) CHAPTER_S=100 EVALUATE_S=40 SMOKE=(--smoke) DRY_FLAG=(--dry-run)
+    CHAPTERS=(05_baseline) CHAPTER_S=100 EVALUATE_S=40 PLAN_S=40 RUNS_S=20 SMOKE=(--smoke) DRY_FLAG=(--dry-run)
     STEP_S=$BUDGET  # on a shared CPU only the budget limits the steps before the plan
 else
     BUDGET=${BUDGET:-540} SUMMARY_S=25 DEVICE=cuda SIZE=256 BATCH=32 MAX_EPOCHS="" CHAPTER9_S=20
     BENCH=(--device cuda --size 256 --batch-size 32 --steps 50 --warmup 10)
     COMPILE_ENV=() COMPILE_ARCH=()
     CHAPTERS=(05_baseline 06_resnet_pretraining 07_gan_finetuning 08_evaluation 09_classification)
-    CHAPTER_S=60 EVALUATE_S=40 SMOKE=() DRY_FLAG=()
+    CHAPTER_S=60 EVALUATE_S=40 PLAN_S=30 RUNS_S=15 SMOKE=() DRY_FLAG=()
     STEP_S=""
 fi
 
@@ -134,14 +134,14 @@ step throughput-profile "${STEP_S:-60}" 0 "$PY" benchmarks/throughput.py "${BENC
     --json "$OUT/throughput-profile.json"
 
 # the experiment gets what is left once the chapters, the evaluation and the summary have their share
-AFTER=$(( ${#CHAPTERS[@]} * CHAPTER_S + EVALUATE_S + 10 ))
-EXPERIMENT_S=$((BUDGET - ($(date +%s) - START) - SUMMARY_S - AFTER - 15))
-step plan 15 "$AFTER" "$PY" tools/gpu_steps.py plan "$OUT" --photos "$PHOTOS" --seconds "$EXPERIMENT_S" \
+AFTER=$(( ${#CHAPTERS[@]} * CHAPTER_S + EVALUATE_S + RUNS_S ))
+EXPERIMENT_S=$((BUDGET - ($(date +%s) - START) - SUMMARY_S - AFTER - PLAN_S))
+step plan "$PLAN_S" "$AFTER" "$PY" tools/gpu_steps.py plan "$OUT" --photos "$PHOTOS" --seconds "$EXPERIMENT_S" \
     --chapter9-s "$CHAPTER9_S" --size "$SIZE" --batch-size "$BATCH" --device "$DEVICE" \
     ${MAX_EPOCHS:+--max-epochs "$MAX_EPOCHS"} "${SMOKE[@]}"
 step experiment "$EXPERIMENT_S" "$AFTER" "$PY" -m colorlab experiment --config "$OUT/experiment.yaml" \
     --out "$OUT/experiment" --device "$DEVICE" --export-models "$OUT/models"
-step runs 10 $((AFTER - 10)) "$PY" tools/gpu_steps.py runs "$OUT"
+step runs "$RUNS_S" $((AFTER - RUNS_S)) "$PY" tools/gpu_steps.py runs "$OUT"
 for i in "${!CHAPTERS[@]}"; do
     later=$(( (${#CHAPTERS[@]} - i - 1) * 15 + EVALUATE_S ))  # each later chapter keeps 15 s at least
     step "chapter-${CHAPTERS[$i]}" "$CHAPTER_S" "$later" "$PY" tools/gpu_steps.py chapter "$OUT" "${CHAPTERS[$i]}"

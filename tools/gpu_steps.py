@@ -31,9 +31,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # this checkout's colorlab, also when another one is installed
 
 PLAN, EXPERIMENT, MODELS, EVALUATION = "plan.json", "experiment", "models", "evaluation.json"
-BENCH, BENCH_COMPILED = "throughput.json", "throughput-compiled.json"
+BENCH, BENCH_COMPILED, BENCH_PROFILE = "throughput.json", "throughput-compiled.json", "throughput-profile.json"
 CHAPTERS = ("05_baseline", "06_resnet_pretraining", "07_gan_finetuning", "08_evaluation", "09_classification")
 GREY = "grey (ab = 0)"
+# decimals of chapter 8's columns: PSNR, SSIM, colourfulness, dCF, saturation, ab outside [-1, 1] (%), high chroma (%)
+TABLE_DIGITS = (2, 3, 1, 1, 3, 2, 2)
 MAX_RESULT_BYTES = 16 * 2**20  # what the device tool brings back per file; weights (models/) are exempt
 # What one experiment spends besides its training epochs (image scan and cache, building the models,
 # evaluating three models, the figures, the export): an allowance, not a measurement, printed in the plan.
@@ -105,7 +107,8 @@ def stage_rates(bench: dict | None, size: int) -> tuple[dict[str, float] | None,
         return None, "no throughput measured (the benchmark step failed)"
     from colorlab.scaling import step_flops
 
-    gan, pretrain = step_flops(size, gan=True), step_flops(size, gan=False)
+    gan = bench.get("gan_step_flops_per_image", {}).get("resnet18") or step_flops(size, gan=True)
+    pretrain = step_flops(size, gan=False)
     rates = {"baseline": fast["baseline"], "pretrain": fast["resnet18"] * gan / pretrain, "gan": fast["resnet18"]}
     return ({stage: THROUGHPUT_SHARE * rate for stage, rate in rates.items()},
             f"benchmark fast path x {THROUGHPUT_SHARE}: baseline {fast['baseline']:.1f} img/s, resnet18 GAN "
@@ -288,6 +291,10 @@ def throughput_section(out: Path) -> list[str]:
         lines += [f"MFU = images/s x GAN-step FLOPs per image / bf16 peak "
                   f"({'%.0f TFLOP/s' % (peak / 1e12) if peak else 'no bf16 peak known for ' + report['device_name']}).",
                   ""]
+    profile = (read_json(out / BENCH_PROFILE) or {}).get("profiles", {}).get("resnet18")
+    lines += ["The ResNet18-UNet GAN step's top operators (fast path, 3 profiled steps; all of them in "
+              f"`{BENCH_PROFILE}`):", "", "```text", *profile.splitlines()[:13], "```", ""] if profile else \
+             [f"No profile: `{BENCH_PROFILE}` is missing (its step failed).", ""]
     return lines
 
 
@@ -306,7 +313,7 @@ def results_section(out: Path) -> list[str]:
     else:
         return lines + ["No results: the experiment and the evaluation failed; see their logs.", ""]
     table = metrics_table(metrics)
-    rows = [[name] + ["inf" if math.isinf(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}" for v in table.loc[name]]
+    rows = [[name] + ["inf" if math.isinf(v) else f"{v:.{digits}f}" for v, digits in zip(table.loc[name], TABLE_DIGITS)]
             for name in table.index]
     lines += [f"Rows: {where}.", "", markdown_table(["model", *table.columns], rows), ""]
     if experiment:
