@@ -54,6 +54,9 @@ if [ "$DRY" = 1 ]; then
     COMPILE_ENV=(env TORCH_COMPILE_DISABLE=1) COMPILE_ARCH=(--arch baseline)
     CHAPTERS=(05_baseline) CHAPTER_S=100 EVALUATE_S=40 PLAN_S=40 RUNS_S=20 SMOKE=(--smoke) DRY_FLAG=(--dry-run)
     STEP_S=$BUDGET  # on a shared CPU only the budget limits the steps before the plan
+    # one torch thread: on a busy CPU, two threads wait for each other's descheduled half (measured: the
+    # benchmark step took 58 s with one thread, 270 s with two, on 2 cores at a load average of 15)
+    export OMP_NUM_THREADS=1
 else
     BUDGET=${BUDGET:-540} SUMMARY_S=25 DEVICE=cuda SIZE=256 BATCH=32 MAX_EPOCHS="" CHAPTER9_S=20
     BENCH=(--device cuda --size 256 --batch-size 32 --steps 50 --warmup 10)
