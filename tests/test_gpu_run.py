@@ -51,17 +51,22 @@ def steps_of(out: Path) -> dict[str, str]:
 def dry_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu") / "out"
     pack = out.parent / "results.tar.gz"
-    done, seconds = run_script("--dry-run", "--pack", str(pack), str(out))
+    # a budget beyond the 3 minutes asked for, so that a busy machine fails the timing test alone
+    done, seconds = run_script("--dry-run", "--budget-s", "900", "--pack", str(pack), str(out))
     return out, pack, done, seconds
 
 
 @pytest.mark.slow
-def test_the_dry_run_runs_every_step_within_its_budget(dry_run):
-    out, _, done, seconds = dry_run
+def test_the_dry_run_runs_every_step(dry_run):
+    out, _, done, _ = dry_run
     assert done.returncode == 0, done.stderr[-2000:]
     assert steps_of(out) == {step: "ok" for step in STEPS}, (out / "steps.tsv").read_text()
-    # the script's own budget (170 s) plus the kill grace of a step cut short; the issue asks for < 3 min
-    assert seconds < DRY_RUN_S + 15, f"the dry run took {seconds:.0f} s"
+
+
+@pytest.mark.slow
+def test_the_dry_run_takes_less_than_3_minutes(dry_run):
+    *_, seconds = dry_run
+    assert seconds < DRY_RUN_S, f"the dry run took {seconds:.0f} s (is the machine busy? `uptime`)"
 
 
 @pytest.mark.slow

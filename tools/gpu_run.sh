@@ -2,11 +2,11 @@
 # The GPU measurements in one call: everything a lent GPU's minutes should go to, prepared and tested on a CPU.
 #
 #   tools/gpu_run.sh [--budget-s S] [--photos DIR] [--pack FILE] OUT     on a CUDA GPU (ends within S s, default 540)
-#   tools/gpu_run.sh --dry-run OUT                                     the same steps on the CPU, tiny sizes (< 3 min)
+#   tools/gpu_run.sh --dry-run OUT                                     the same steps on the CPU, tiny sizes (budget 180 s)
 #
 # In order: the GPU, driver, torch and CUDA versions; the CUDA-only tests; benchmarks/throughput.py at 256 px
-# for both generators (fast path vs the reference tutorial's pipeline), then with --compile, then --profile of
-# the ResNet18-UNet GAN step (images/s, ratio, peak memory, MFU against the GPU's bf16 peak); `colorlab
+# for both generators (fast path vs the reference tutorial's pipeline), then --profile of the ResNet18-UNet GAN
+# step, then with --compile (images/s, ratio, peak memory, MFU against the GPU's bf16 peak); `colorlab
 # experiment` at 256 px on the project's photos with as many epochs per stage as the measured throughput
 # allows in the time left (tools/gpu_steps.py plan), exporting the generators into OUT/models/; chapters 5-9
 # executed with papermill on those models; the grey yardstick and the exported models evaluated on the
@@ -49,11 +49,12 @@ cd "$REPO" || exit 2
 
 if [ "$DRY" = 1 ]; then
     # tiny everything; TORCH_COMPILE_DISABLE: compiling on a CPU takes minutes, the dry run checks the plumbing
-    BUDGET=${BUDGET:-170} SUMMARY_S=20 DEVICE=cpu SIZE=32 BATCH=4 MAX_EPOCHS=1 CHAPTER9_S=1
+    BUDGET=${BUDGET:-180} SUMMARY_S=15 DEVICE=cpu SIZE=32 BATCH=4 MAX_EPOCHS=1 CHAPTER9_S=1
     BENCH=(--device cpu --size 32 --batch-size 2 --steps 1 --warmup 1 --data-steps 2 --workers 0)
     COMPILE_ENV=(env TORCH_COMPILE_DISABLE=1) COMPILE_ARCH=(--arch baseline)
-    CHAPTERS=(05_baseline) CHAPTER_S=100 EVALUATE_S=40 PLAN_S=40 RUNS_S=20 SMOKE=(--smoke) DRY_FLAG=(--dry-run)
-    STEP_S=$BUDGET  # on a shared CPU only the budget limits the steps before the plan
+    CHAPTERS=(05_baseline) CHAPTER_S=60 EVALUATE_S=30 PLAN_S=30 RUNS_S=15
+    SMOKE=(--smoke) DRY_FLAG=(--dry-run)
+    STEP_S=$BUDGET KEEP=0  # the steps before the plan: limited by the budget alone
     # one torch thread: on a busy CPU, two threads wait for each other's descheduled half (measured: the
     # benchmark step took 58 s with one thread, 270 s with two, on 2 cores at a load average of 15)
     export OMP_NUM_THREADS=1
@@ -62,8 +63,8 @@ else
     BENCH=(--device cuda --size 256 --batch-size 32 --steps 50 --warmup 10)
     COMPILE_ENV=() COMPILE_ARCH=()
     CHAPTERS=(05_baseline 06_resnet_pretraining 07_gan_finetuning 08_evaluation 09_classification)
-    CHAPTER_S=60 EVALUATE_S=40 PLAN_S=30 RUNS_S=15 SMOKE=() DRY_FLAG=()
-    STEP_S=""
+    CHAPTER_S=40 EVALUATE_S=25 PLAN_S=20 RUNS_S=10 SMOKE=() DRY_FLAG=()
+    STEP_S="" KEEP=1  # the steps before the plan keep the later steps' share and 60 s of experiment
 fi
 
 START=$(date +%s)  # the budget counts from here: the dry run's photo making included
@@ -108,14 +109,19 @@ step() {
     return 0
 }
 
+# the steps after the experiment keep their share (AFTER: the runs step, the chapters, the evaluation); on the
+# GPU the steps before the plan also leave the plan and at least 60 s of experiment (BEFORE_PLAN)
+AFTER=$(( ${#CHAPTERS[@]} * CHAPTER_S + EVALUATE_S + RUNS_S ))
+BEFORE_PLAN=$(( KEEP * (AFTER + PLAN_S + 60) ))
+
 if compgen -G "$REPO/.whl/*.whl" >/dev/null; then  # packages the device image lacks, carried as wheels
-    step wheels 60 0 "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/colorlab-site \
+    step wheels 60 "$BEFORE_PLAN" "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/colorlab-site \
         "$REPO"/.whl/*.whl
     export PYTHONPATH="$PYTHONPATH:/tmp/colorlab-site"
 fi
 
 # shellcheck disable=SC2016  # expanded by the inner bash, which gets $PY as $0
-step environment "${STEP_S:-40}" 0 bash -c '
+step environment "${STEP_S:-40}" "$BEFORE_PLAN" bash -c '
     date -u "+%Y-%m-%d %H:%M UTC"
     if command -v nvidia-smi >/dev/null; then
         nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -128,16 +134,15 @@ step environment "${STEP_S:-40}" 0 bash -c '
 cp "$OUT/logs/environment.log" "$OUT/environment.txt"
 
 mapfile -t CUDA_TESTS < <(grep -l "skipif(not torch.cuda.is_available()" tests/test_*.py)
-step cuda-tests "${STEP_S:-90}" 0 "$PY" -m pytest -q -rs -p no:cacheprovider -o addopts="" -k cuda "${CUDA_TESTS[@]}"
+step cuda-tests "${STEP_S:-90}" "$BEFORE_PLAN" "$PY" -m pytest -q -rs -p no:cacheprovider -o addopts="" -k cuda "${CUDA_TESTS[@]}"
 
-step throughput "${STEP_S:-120}" 0 "$PY" benchmarks/throughput.py "${BENCH[@]}" --json "$OUT/throughput.json"
-step throughput-compiled "${STEP_S:-150}" 0 "${COMPILE_ENV[@]}" "$PY" benchmarks/throughput.py "${BENCH[@]}" "${COMPILE_ARCH[@]}" \
-    --compile --json "$OUT/throughput-compiled.json"
-step throughput-profile "${STEP_S:-60}" 0 "$PY" benchmarks/throughput.py "${BENCH[@]}" --arch resnet18 --profile \
+step throughput "${STEP_S:-120}" "$BEFORE_PLAN" "$PY" benchmarks/throughput.py "${BENCH[@]}" --json "$OUT/throughput.json"
+step throughput-profile "${STEP_S:-60}" "$BEFORE_PLAN" "$PY" benchmarks/throughput.py "${BENCH[@]}" --arch resnet18 --profile \
     --json "$OUT/throughput-profile.json"
+step throughput-compiled "${STEP_S:-150}" "$BEFORE_PLAN" "${COMPILE_ENV[@]}" "$PY" benchmarks/throughput.py "${BENCH[@]}" "${COMPILE_ARCH[@]}" \
+    --compile --json "$OUT/throughput-compiled.json"
 
 # the experiment gets what is left once the chapters, the evaluation and the summary have their share
-AFTER=$(( ${#CHAPTERS[@]} * CHAPTER_S + EVALUATE_S + RUNS_S ))
 EXPERIMENT_S=$((BUDGET - ($(date +%s) - START) - SUMMARY_S - AFTER - PLAN_S))
 step plan "$PLAN_S" "$AFTER" "$PY" tools/gpu_steps.py plan "$OUT" --photos "$PHOTOS" --seconds "$EXPERIMENT_S" \
     --chapter9-s "$CHAPTER9_S" --size "$SIZE" --batch-size "$BATCH" --device "$DEVICE" \
