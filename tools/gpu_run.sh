@@ -52,7 +52,7 @@ if [ "$DRY" = 1 ]; then
     BUDGET=${BUDGET:-180} SUMMARY_S=15 DEVICE=cpu SIZE=32 BATCH=4 MAX_EPOCHS=1 CHAPTER9_S=1
     BENCH=(--device cpu --size 32 --batch-size 2 --steps 1 --warmup 1 --data-steps 2 --workers 0)
     COMPILE_ENV=(env TORCH_COMPILE_DISABLE=1) COMPILE_ARCH=(--arch baseline)
-    CHAPTERS=(05_baseline) CHAPTER_S=60 EVALUATE_S=30 PLAN_S=45 RUNS_S=20
+    CHAPTERS=(05_baseline) CHAPTER_S=60 EVALUATE_S=45 PLAN_S=45 RUNS_S=20
     SMOKE=(--smoke) DRY_FLAG=(--dry-run)
     STEP_S=$BUDGET KEEP=0  # the steps before the plan: limited by the budget alone
     # one torch thread: on a busy CPU, two threads wait for each other's descheduled half (measured: the
