@@ -12,7 +12,9 @@
 Both train the same networks (`colorlab.models`) with the same step (`colorlab.stages.pix2pix_step`),
 so the difference is the pipeline around them. Reported: images/s of the GAN training step
 including data, for each generator; images/s of data loading alone (up to an (L, ab) batch on the
-device); peak GPU memory; the ratios. Warm-up steps are not timed; they also let the reference
+device); peak GPU memory; the ratios; and on a GPU whose bf16 peak is known (`BF16_PEAK_TFLOPS`), the
+model FLOP utilisation of each GAN step: images/s times the step's FLOPs per image
+(`colorlab.scaling.step_flops`) over that peak. Warm-up steps are not timed; they also let the reference
 loader's prefetch queue settle, so the timed steps see its steady state.
 
     python benchmarks/throughput.py                        # CPU-sized defaults (64 px): ~30 s on 2 idle cores
@@ -46,10 +48,20 @@ from colorlab.io import SkippedImageWarning
 from colorlab.losses import LAMBDA_L1, GANLoss
 from colorlab.models import build_discriminator, build_generator
 from colorlab.runtime import pick_device, precision_policy
+from colorlab.scaling import step_flops
 from colorlab.stages import GANStage, TrainConfig, pix2pix_step
 from colorlab.train import fit
 
 ARCHS = ("baseline", "resnet18")
+# Dense bf16 tensor-core peaks in TFLOP/s (no sparsity; NVIDIA's data sheets), by a fragment of the name
+# torch gives the device, most specific first: the denominator of the model FLOP utilisation (MFU).
+BF16_PEAK_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A100", 312.0))
+
+
+def bf16_peak_flops(device_name: str) -> float | None:
+    """The dense bf16 peak in FLOP/s of the GPU called `device_name`, or None when it is not in the table."""
+    return next((tflops * 1e12 for fragment, tflops in BF16_PEAK_TFLOPS if fragment.lower() in device_name.lower()),
+                None)
 
 
 class ReferenceDataset(Dataset):
@@ -259,18 +271,27 @@ def main(argv: list[str] | None = None) -> dict:
         for run in runs.values():
             run["images_per_s"] = images / run["seconds"]
         runs["speedup"] = runs["fast"]["images_per_s"] / runs["reference"]["images_per_s"]
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    peak = bf16_peak_flops(device_name)
+    flops = {arch: step_flops(args.size, gan=True, arch=arch) for arch in archs}
+    for arch in archs:
+        for pipeline in ("reference", "fast"):
+            run = results[arch][pipeline]
+            run["mfu"] = None if peak is None else run["images_per_s"] * flops[arch] / peak
     data_over_train = {arch: results["data_only"]["fast"]["images_per_s"] / results[arch]["fast"]["images_per_s"]
                        for arch in archs}
 
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]) if argv is None else f"main({argv})",
-        "machine": machine(device), "load_average_before": load_before, "load_average_after": load_average(),
+        "machine": machine(device), "device_name": device_name, "bf16_peak_flops": peak,
+        "gan_step_flops_per_image": flops, "load_average_before": load_before, "load_average_after": load_average(),
         "settings": {"data": str(args.data), "n_files": len(files), "size": args.size, "batch_size": args.batch_size,
                      "warmup": args.warmup, "steps": args.steps, "data_steps": args.data_steps,
                      "reference_workers": args.workers, "main_threads": torch.get_num_threads(),
                      "compile": args.compile, "precision_fast": precision_policy(device).describe()},
         "cache_seconds": cache_seconds, "results": results, "fast_data_over_fast_train": data_over_train,
+        "profiles": profiles,
     }
     print(format_report(report, archs))
     for arch, table in profiles.items():
@@ -286,6 +307,9 @@ def format_report(report: dict, archs: tuple[str, ...]) -> str:
 
     def memory(run: dict) -> str:
         return "n/a" if run["peak_gpu_mib"] is None else f"{run['peak_gpu_mib']:.0f}"
+
+    def percent(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.1f}"
 
     lines = [
         f"colorlab throughput benchmark, {report['date']}",
@@ -307,6 +331,14 @@ def format_report(report: dict, archs: tuple[str, ...]) -> str:
     for arch in archs:
         ref, fast = results[arch]["reference"], results[arch]["fast"]
         lines.append(f"{'peak GPU memory, ' + arch + ' (MiB)':34}{memory(ref):>12}{memory(fast):>12}")
+    for arch in archs:
+        ref, fast = results[arch]["reference"], results[arch]["fast"]
+        lines.append(f"{'MFU, ' + arch + ' GAN step (%)':34}{percent(ref['mfu']):>12}{percent(fast['mfu']):>12}")
+    peak = report["bf16_peak_flops"]
+    flops = ", ".join(f"{arch} {value / 1e9:.0f} GFLOP" for arch, value in report["gan_step_flops_per_image"].items())
+    peak_text = f"{peak / 1e12:.0f} TFLOP/s" if peak else "not known, so n/a"
+    lines.append(f"(MFU: images/s x GAN-step FLOPs per image ({flops}) / the bf16 peak of {report['device_name']}: "
+                 f"{peak_text})")
     lines.append("")
     for arch, ratio in report["fast_data_over_fast_train"].items():
         verdict = "holds" if ratio >= 3 else "does NOT hold"

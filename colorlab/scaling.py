@@ -20,9 +20,12 @@ from .stages import build_stage, stage_config
 COCO_TRAIN_IMAGES = 118_287  # COCO 2017 train split (Lin et al. 2014; cocodataset.org's train2017 has 118,287 images)
 
 
-def step_flops(size: int, gan: bool, batch_size: int = 2, device: str | torch.device = "meta") -> float:
-    """FLOPs of one training step per image, forward and backward, for the ResNet18-UNet (with the
-    PatchGAN's two steps when `gan`), at `size` px: what the reference recipe runs at every step.
+def step_flops(size: int, gan: bool, batch_size: int = 2, device: str | torch.device = "meta",
+               arch: str = "resnet18") -> float:
+    """FLOPs of one training step per image, forward and backward, for the generator `arch` (the
+    ResNet18-UNet by default; "baseline" is the pix2pix U-Net) with the PatchGAN's two steps when
+    `gan`, at `size` px: what the reference recipe runs at every step. The GPU run's model FLOP
+    utilisation (benchmarks/throughput.py) divides the measured images/s times this by the GPU's peak.
 
     Counted on PyTorch's "meta" device by default: tensors there have shapes but no values, so no
     arithmetic runs and 256 px costs no more than 32 px; the count is the one a real device gives
@@ -30,7 +33,7 @@ def step_flops(size: int, gan: bool, batch_size: int = 2, device: str | torch.de
     counted (FlopCounterMode counts matrix products and convolutions, nearly all of the work).
     """
     torch.manual_seed(0)
-    generator = build_generator("resnet18", size, weights=None)  # built on the CPU (fastai runs it once)
+    generator = build_generator(arch, size, weights=None)  # built on the CPU (fastai runs it once)
     name = "gan" if gan else "pretrain"
     stage = build_stage(name, generator, stage_config(name, epochs=1)).to(torch.device(device))
     L, ab = (torch.rand(batch_size, channels, size, size, device=device) * 2 - 1 for channels in (1, 2))
