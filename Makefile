@@ -21,7 +21,7 @@ book: install
 
 ## The test suite (what CI runs): library, chapters (smoke parameters), assignments, book build.
 test: install
-	$(PYTHON) -m pytest -q
+	$(PYTHON) -m pytest -q -n 2 --dist loadfile
 
 ## A two-minute CPU demo: train the baseline briefly on the offline images, colorize a photo.
 demo: install

@@ -11,7 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or 2))  # CI runs with both 1 and the default
+# `make test` runs two xdist workers on the two cores: one torch thread each (more would only fight for them);
+# OMP_NUM_THREADS, when set, wins (the suite is checked with 1 and with the default).
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or (1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)))
 
 
 def pytest_sessionstart(session) -> None:
@@ -22,7 +24,8 @@ def pytest_sessionstart(session) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"machine: {models[0] if models else platform.processor()}, {os.cpu_count()} cores; "
-                            f"torch {torch.__version__} with {torch.get_num_threads()} threads, numpy {np.__version__}")
+                            f"torch {torch.__version__}, numpy {np.__version__}; torch threads per test process: "
+                            f"{os.environ.get('OMP_NUM_THREADS') or ('1' if session.config.getoption('numprocesses', None) else '2')}")
 
 
 def smooth_color_image(rng: np.random.Generator, side: int = 48) -> Image.Image:
