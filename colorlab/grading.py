@@ -11,18 +11,17 @@ This executes student code: grade in a container or an account with nothing to l
 
 from __future__ import annotations
 
+import ast
 import copy
 import csv
+import hashlib
 import json
-import subprocess
-from collections import Counter
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from nbformat import NotebookNode
 
 from .assignments import (
@@ -37,6 +36,8 @@ from .assignments import (
 )
 from .book import SMOKE_PARAMETERS, declared_parameters
 from .integrity import NameResolver, check_cell, python_source
+from .judge import Wire, run_tests
+from .sandbox import Limits, Sandbox
 
 @dataclass(frozen=True)
 class Exercise:
@@ -204,71 +205,104 @@ def _edited_tests(submission: NotebookNode, source: NotebookNode) -> set[str]:
     }
 
 
-class _BoundedClient(NotebookClient):
-    """An nbclient that keeps at most `max_output_bytes` of output per cell and counts the rest."""
-
-    def __init__(self, nb: NotebookNode, max_output_bytes: int, **kwargs: Any) -> None:
-        super().__init__(nb, **kwargs)
-        self.max_output_bytes = max_output_bytes
-        self.output_bytes: Counter[int] = Counter()
-
-    def output(self, outs, msg, display_id, cell_index):  # noqa: ANN001, ANN201 (nbclient's signature)
-        if msg["msg_type"] in {"stream", "display_data", "execute_result", "update_display_data"}:
-            self.output_bytes[cell_index] += len(json.dumps(msg["content"]))
-            if self.output_bytes[cell_index] > self.max_output_bytes:
-                return None
-        return super().output(outs, msg, display_id, cell_index)
+SUBMISSION_TIMEOUT = 3600  # seconds for a whole submission: every cell, every rerun, every call of the tests
+MAX_RESTARTS = 3  # kernels started again after a hang or a crash, per submission
 
 
-def _execute(
-    nb: NotebookNode, cwd: Path, limits: list[int], max_output_bytes: int
-) -> tuple[NotebookNode, dict[int, str], set[int]]:
-    """Run `nb` cell by cell; rerun from the start without any cell that hung or killed the kernel.
+@dataclass
+class _Run:
+    """What running one submission produced: verdicts of the tests, incidents, cut outputs, budget notes."""
 
-    Returns the executed copy, the cells replaced (index -> what the cell did) and the cells
-    whose output was cut.
-    """
-    incidents: dict[int, str] = {}
-    while True:
-        run = copy.deepcopy(nb)
-        for index, what in incidents.items():
-            run.cells[index].source = f"raise RuntimeError({what!r})"
-        limit_of = {id(cell): limit for cell, limit in zip(run.cells, limits)}
-        client = _BoundedClient(
-            run,
-            max_output_bytes,
-            timeout_func=lambda cell: limit_of[id(cell)],
-            kernel_name="python3",
-            allow_errors=True,
-            resources={"metadata": {"path": str(cwd)}},
-        )
-        failure = None
-        with client.setup_kernel(stderr=subprocess.DEVNULL):  # the kernel's own noise as it is killed
-            for index, cell in enumerate(run.cells):
-                if cell.cell_type != "code":
-                    continue
+    verdicts: dict[str, str | None]
+    incidents: dict[int, str]
+    cut: set[int]
+    stopped: str | None = None  # why the run ended before the last cell, if it did
+    strays: int = 0  # processes that left the kernel's process group and were killed at the end
+
+
+def judge_namespace(source: NotebookNode, parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The tests' namespace in the grader: the answer key's imports and its parameters (smoke values)."""
+    namespace: dict[str, Any] = {"__name__": "__colorlab_tests__"}
+    for cell in source.cells:
+        tree = python_source(cell.source) if cell.cell_type == "code" else None
+        for node in tree.body if tree else []:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
                 try:
-                    client.execute_cell(cell, index)
-                except DeadKernelError:
-                    failure = (index, "killed the kernel (exit, crash or out of memory)")
-                except CellTimeoutError:
-                    failure = (index, f"ran past its time limit of {limits[index]} s")
-                if failure:
-                    break
+                    exec(compile(ast.Module(body=[node], type_ignores=[]), "<key>", "exec"), namespace)  # noqa: S102
+                except ImportError:
+                    continue
+        if tree and "parameters" in cell.metadata.get("tags", []):
+            exec(compile(tree, "<parameters>", "exec"), namespace)  # noqa: S102: the teacher's cell
+    namespace.update({name: value for name, value in parameters.items() if name in declared_parameters(source)})
+    return namespace
+
+
+def solution_functions(source: NotebookNode) -> set[str]:
+    """The functions the answer key's solution cells define: in the tests, they are the student's."""
+    names: set[str] = set()
+    for cell in source.cells:
+        tree = python_source(cell.source) if _nbgrader(cell).get("solution") else None
+        names |= {node.name for node in (tree.body if tree else []) if isinstance(node, ast.FunctionDef)}
+    return names
+
+
+def _execute(nb: NotebookNode, key: AnswerKey, sandbox: Sandbox, limits: list[int], deadline: float,
+             max_output_bytes: int, parameters: Mapping[str, Any]) -> _Run:
+    """Run `nb` in the sandbox cell by cell; judge each tests cell in the grader when the kernel reaches it.
+
+    A cell that hangs or kills the kernel is replaced by an error and the notebook runs again from
+    the start (at most MAX_RESTARTS times, and never past `deadline`). Exercises already judged
+    keep their verdict.
+    """
+    tests = {index: _nbgrader(cell)["grade_id"] for index, cell in enumerate(nb.cells)
+             if _nbgrader(cell).get("grade_id") in key.tests}
+    run = _Run({}, {}, set())
+    functions = solution_functions(key.notebook)
+    for attempt in range(MAX_RESTARTS + 1):
+        sandbox.start()
+        namespace = judge_namespace(key.notebook, parameters)
+        wire = None
+        failure = None
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type != "code":
+                continue
+            limit = min(limits[index], deadline - time.monotonic())
+            if limit <= 0:
+                run.stopped = "the submission's time budget was spent"
+                break
+            code = f"raise RuntimeError({run.incidents[index]!r})" if index in run.incidents else cell.source
+            outcome = sandbox.execute(code, limit, max_output_bytes=max_output_bytes)
+            if outcome.output_bytes > max_output_bytes:
+                run.cut.add(index)
+            if outcome.status in {"timeout", "dead"}:
+                failure = (index, outcome.status)
+                break
+            grade_id = tests.get(index)
+            if grade_id is None or grade_id in run.verdicts or index in run.incidents:
+                continue
+            cell_end = time.monotonic() + limit
+            wire = wire or Wire(sandbox, lambda: max(0.1, cell_end - time.monotonic()))
+            run.verdicts[grade_id] = run_tests(key.tests[grade_id].source, namespace, wire, functions)
+            if wire.broken:
+                failure = (index, wire.broken)
+                break
         if failure is None:
-            cut = {index for index, size in client.output_bytes.items() if size > max_output_bytes}
-            return run, incidents, cut
-        incidents[failure[0]] = failure[1]
+            break
+        index, status = failure
+        run.incidents[index] = (f"ran past its time limit of {limits[index]} s" if status == "timeout"
+                                else "killed the kernel (exit, crash or out of memory)")
+        if attempt == MAX_RESTARTS:
+            run.stopped = f"the kernel failed {MAX_RESTARTS + 1} times"
+    run.strays = len(sandbox.stop())
+    return run
 
 
-def _score(exercise: Exercise, cell: NotebookNode | None) -> tuple[float, str | None]:
-    """Full points if the tests cell ran without an error, else none (nbgrader's rule for code cells)."""
-    if cell is None or cell.execution_count is None:
-        return 0, "tests cell not run"
-    errors = [out for out in cell.outputs if out.output_type == "error"]
-    if errors:
-        return 0, _one_line(f"{errors[0].ename}: {errors[0].evalue}".rstrip(": "))
-    return exercise.points, None
+def _score(exercise: Exercise, run: _Run) -> tuple[float, str | None]:
+    """Full points if the teacher's tests passed in the grader, else none with the reason."""
+    if exercise.grade_id not in run.verdicts:
+        return 0, f"tests cell not run ({run.stopped})" if run.stopped else "tests cell not run"
+    verdict = run.verdicts[exercise.grade_id]
+    return (exercise.points, None) if verdict is None else (0, _one_line(verdict))
 
 
 def teacher_notebook(name: str, book_dir: str | Path | None = None) -> Path:
@@ -279,57 +313,95 @@ def teacher_notebook(name: str, book_dir: str | Path | None = None) -> Path:
     return matches[0]
 
 
+class AnswerKeyChanged(RuntimeError):
+    """The answer key's file changed while a class was graded: the grader stops."""
+
+
+class AnswerKey:
+    """The teacher's notebook, read once: its bytes' sha256, the notebook, its exercises and tests cells."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        data = self.path.read_bytes()
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.notebook = nbformat.reads(data.decode("utf-8"), as_version=4)
+        self.tests = graded_cells(self.notebook)
+        self.exercises = exercises(self.notebook)
+        self.released = student_version(self.notebook)  # tests cells as students see them: no hidden tests
+
+    def verify(self) -> None:
+        """Raise AnswerKeyChanged unless the file on disk still has the sha256 read at the start."""
+        try:
+            now = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except OSError as error:
+            now = f"unreadable ({_one_line(error)})"
+        if now != self.sha256:
+            raise AnswerKeyChanged(f"the answer key {self.path} changed during grading (sha256 {self.sha256[:12]}... "
+                                   f"is now {now[:12]}...): grades stopped; restore it and grade again")
+
+
 def grade(
     submission_path: str | Path,
-    source_path: str | Path | None = None,
+    source_path: str | Path | AnswerKey | None = None,
     *,
     timeout: int = 600,
     exercise_timeout: int = EXERCISE_TIMEOUT,
+    submission_timeout: int = SUBMISSION_TIMEOUT,
     max_output_bytes: int = MAX_OUTPUT_BYTES,
     parameters: Mapping[str, Any] = SMOKE_PARAMETERS,
     book_dir: str | Path | None = None,
+    limits: Limits = Limits(),
+    hidden: tuple[str | Path, ...] = (),
 ) -> GradeReport:
-    """Run a student's notebook against the teacher's tests and score every exercise.
+    """Run a student's notebook in a sandbox (`colorlab.sandbox`) and judge every exercise in the grader.
 
     The teacher's own cells may take `timeout` seconds each (the chapter trains a model); cells
-    the student wrote, solution and tests cells get `exercise_timeout`. The kernel starts in the
-    teacher notebook's folder, so relative paths resolve as in the book. Raises only for a bad
-    answer key; anything wrong with the submission becomes a reason in the report. Without
-    `source_path`, the answer key is the notebook of the same name in the book (`book_dir`).
+    the student wrote, solution and tests cells get `exercise_timeout`; the whole submission gets
+    `submission_timeout`. The kernel runs in a fresh folder that holds only the submission, with
+    the released (visible) tests; the hidden tests run in this process (`colorlab.judge`). Files
+    in `hidden` (the answer key and the submission are always among them) are out of the kernel's
+    reach where the machine allows it. Raises only for a bad answer key; anything wrong with the
+    submission becomes a reason in the report. Without `source_path`, the answer key is the
+    notebook of the same name in the book (`book_dir`).
     """
     submission_path = Path(submission_path)
-    source_path = Path(source_path) if source_path else teacher_notebook(submission_path.name, book_dir)
-    source = nbformat.read(source_path, as_version=4)
-    graded = exercises(source)
+    key = source_path if isinstance(source_path, AnswerKey) else AnswerKey(
+        Path(source_path) if source_path else teacher_notebook(submission_path.name, book_dir))
+    source, graded = key.notebook, key.exercises
+
+    def report(scores: list[ExerciseScore]) -> GradeReport:
+        return GradeReport(str(submission_path), str(key.path), scores)
+
     try:
         submission = nbformat.read(submission_path, as_version=4)
-        nb = grading_notebook(submission, source, parameters)
-    except (OSError, ValueError, KeyError, AttributeError, TypeError) as error:  # not JSON, not a notebook
-        reason = f"cannot read the notebook: {_one_line(error)}"
-        return GradeReport(str(submission_path), str(source_path), [
-            ExerciseScore(exercise.grade_id, 0, exercise.points, reason) for exercise in graded
-        ])
+        nb = grading_notebook(submission, key.released, parameters)
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, RecursionError) as error:  # not a notebook
+        reason = f"cannot read the notebook: {_one_line(error) or type(error).__name__}"
+        return report([ExerciseScore(exercise.grade_id, 0, exercise.points, reason) for exercise in graded])
     zeroed = {**rule_breaches(nb, source, graded), **_missing_cells(submission, graded)}
     teacher_code = {cell.source for cell in source.cells if cell.cell_type == "code" and not _nbgrader(cell)}
-    limits = [timeout if cell.source in teacher_code else exercise_timeout for cell in nb.cells]
-    executed, incidents, cut = _execute(nb, source_path.parent, limits, max_output_bytes)
+    limits_s = [timeout if cell.source in teacher_code else exercise_timeout for cell in nb.cells]
+    deadline = time.monotonic() + submission_timeout
+    with Sandbox(submission_path.name, nbformat.writes(nb), limits=limits,
+                 hidden=(key.path, submission_path, *hidden)) as sandbox:
+        run = _execute(nb, key, sandbox, limits_s, deadline, max_output_bytes, parameters)
     owners = _owners(nb, graded)
     edited = _edited_tests(submission, source)
-    tests_cells = {_nbgrader(cell).get("grade_id"): cell for cell in executed.cells}
     scores = []
     for exercise in graded:
-        incident = next((f"{cell_label(nb, index)} {what}" for index, what in incidents.items()
+        incident = next((f"{cell_label(nb, index)} {what}" for index, what in run.incidents.items()
                          if owners.get(index) == exercise.grade_id), None)
         if exercise.grade_id in zeroed or incident:
             points, reason = 0, zeroed.get(exercise.grade_id, incident)
         else:
-            points, reason = _score(exercise, tests_cells.get(exercise.grade_id))
+            points, reason = _score(exercise, run)
         notes = [f"output of {cell_label(nb, index)} cut at {max_output_bytes} bytes"
-                 for index in sorted(cut) if owners.get(index) == exercise.grade_id]
+                 for index in sorted(run.cut) if owners.get(index) == exercise.grade_id]
         notes += ["visible tests edited, graded with the teacher's"] if exercise.grade_id in edited else []
+        notes += [f"{run.strays} process(es) left behind by the notebook were killed"] if run.strays else []
         reason = "; ".join(filter(None, [reason, *notes])) or None
         scores.append(ExerciseScore(exercise.grade_id, points, exercise.points, reason))
-    return GradeReport(str(submission_path), str(source_path), scores)
+    return report(scores)
 
 
 CSV_COLUMNS = ("student", "assignment", "exercise", "points", "max_points", "reason")
@@ -343,7 +415,9 @@ def grade_folder(
     The student is the first folder below `folder` (nbgrader's ``submitted/<student>/...``), or the
     file's stem for notebooks directly in it. Rows are written as each submission finishes, so an
     interrupted run keeps what it graded; a submission the grader fails on gets a row with the
-    reason and the class goes on.
+    reason and the class goes on. Each answer key is read once, and checked against its sha256
+    after every submission: if it changed, grading stops with `AnswerKeyChanged`. The answer
+    keys, the CSV and every submission are out of each kernel's reach (`colorlab.sandbox`).
     """
     folder = Path(folder)
     notebooks = sorted(
@@ -352,6 +426,15 @@ def grade_folder(
     )
     if not notebooks:
         raise FileNotFoundError(f"no .ipynb submissions under {folder}")
+    keys: dict[Path, AnswerKey] = {}
+
+    def key_for(path: Path) -> AnswerKey:
+        source = Path(source_path) if source_path else teacher_notebook(path.name, options.get("book_dir"))
+        if source.resolve() not in keys:
+            keys[source.resolve()] = AnswerKey(source)
+        return keys[source.resolve()]
+
+    hidden = (*notebooks, Path(csv_path))
     reports = []
     with open(csv_path, "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
@@ -360,10 +443,14 @@ def grade_folder(
             relative = path.relative_to(folder)
             student = relative.parts[0] if len(relative.parts) > 1 else path.stem
             try:
-                report = grade(path, source_path, **options)
+                report = grade(path, key_for(path), hidden=hidden, **options)
             except Exception as error:  # noqa: BLE001: one broken submission must not stop the class
                 writer.writerow([student, path.stem, "", 0, "", f"not graded: {_one_line(error)}"])
+                file.flush()
                 continue
+            finally:
+                for key in keys.values():
+                    key.verify()
             reports.append(report)
             for exercise in report.exercises:
                 row = [student, Path(report.source).stem, exercise.grade_id, exercise.points, exercise.max_points]
