@@ -10,7 +10,8 @@ A teacher notebook marks each exercise with two code cells carrying nbgrader's m
   student's code against independent references (closed forms, known values, numpy).
 
 The solution cell may also list the names its solution must not use, in
-``cell.metadata["colorlab"]["forbidden"]`` (see `colorlab.integrity`).
+``cell.metadata["colorlab"]["forbidden"]``, and the only names it may use in
+``cell.metadata["colorlab"]["allowed"]`` (see `colorlab.integrity`).
 
 `build_assignments` writes nbgrader's course layout (``source/<assignment>/`` for the teacher,
 ``release/<assignment>/`` for students) and checks that nothing of the answers reached the
@@ -58,13 +59,17 @@ def _nbgrader_metadata(grade_id: str, *, solution: bool, grade: bool, points: fl
     return metadata
 
 
-def solution_cell(source: str, grade_id: str, forbidden: Iterable[str] = ()) -> NotebookNode:
-    """A code cell the student completes (nbgrader's "Autograded answer"), which may not use `forbidden`."""
+def solution_cell(source: str, grade_id: str, forbidden: Iterable[str] = (),
+                  allowed: Iterable[str] | None = None) -> NotebookNode:
+    """A code cell the student completes (nbgrader's "Autograded answer"), which may not use `forbidden`
+    and, with `allowed`, may use nothing else."""
     import nbformat
 
     metadata: dict[str, Any] = {"nbgrader": _nbgrader_metadata(grade_id, solution=True, grade=False)}
     if forbidden:
         metadata["colorlab"] = {"forbidden": list(forbidden)}
+    if allowed is not None:
+        metadata.setdefault("colorlab", {})["allowed"] = list(allowed)
     return nbformat.v4.new_code_cell(source, metadata=metadata)
 
 
@@ -73,6 +78,14 @@ def forbidden_names(cell: NotebookNode) -> list[str]:
     names = cell.get("metadata", {}).get("colorlab", {}).get("forbidden", [])
     if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
         raise ValueError(f"{_nbgrader(cell).get('grade_id')}: colorlab.forbidden must be a list of dotted names")
+    return names
+
+
+def allowed_names(cell: NotebookNode) -> list[str] | None:
+    """The dotted names a solution cell may use, if it declares a whitelist (``"allowed": ["torch", "math"]``)."""
+    names = cell.get("metadata", {}).get("colorlab", {}).get("allowed")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) and n for n in names)):
+        raise ValueError(f"{_nbgrader(cell).get('grade_id')}: colorlab.allowed must be a list of dotted names")
     return names
 
 
@@ -149,7 +162,7 @@ def graded_cells(nb: NotebookNode) -> dict[str, NotebookNode]:
         if meta.get("grade") and meta.get("solution"):
             raise ValueError(f"{where}: manually graded answers are not supported, split solution and tests")
         if meta.get("solution"):
-            forbidden_names(cell)  # raises for a malformed declaration
+            forbidden_names(cell), allowed_names(cell)  # raise for a malformed declaration
         if meta.get("grade"):
             if not isinstance(meta.get("points"), (int, float)) or meta["points"] < 0:
                 raise ValueError(f"{where}: a tests cell needs points >= 0")

@@ -29,6 +29,7 @@ from .assignments import (
     MAX_OUTPUT_BYTES,
     _is_locked,
     _nbgrader,
+    allowed_names,
     book_notebooks,
     forbidden_names,
     graded_cells,
@@ -47,6 +48,7 @@ class Exercise:
     points: float
     solutions: tuple[str, ...]
     forbidden: tuple[str, ...]
+    allowed: tuple[str, ...] | None = None  # a whitelist, where the solution cells declare one
 
 
 def exercises(source: NotebookNode) -> list[Exercise]:
@@ -55,14 +57,18 @@ def exercises(source: NotebookNode) -> list[Exercise]:
     found: list[Exercise] = []
     solutions: list[str] = []
     forbidden: list[str] = []
+    allowed: list[str] | None = None
     for cell in source.cells:
         meta = _nbgrader(cell)
         if meta.get("solution"):
             solutions.append(meta["grade_id"])
             forbidden += forbidden_names(cell)
+            if allowed_names(cell) is not None:
+                allowed = [*(allowed or []), *allowed_names(cell)]
         elif meta.get("grade_id") in tests:
-            found.append(Exercise(meta["grade_id"], meta["points"], tuple(solutions), tuple(forbidden)))
-            solutions, forbidden = [], []
+            found.append(Exercise(meta["grade_id"], meta["points"], tuple(solutions), tuple(forbidden),
+                                  None if allowed is None else tuple(allowed)))
+            solutions, forbidden, allowed = [], [], None
     return found
 
 
@@ -164,20 +170,31 @@ def rule_breaches(nb: NotebookNode, source: NotebookNode, graded: list[Exercise]
 
     Student code is every solution cell, and every code cell that is not one of the teacher's:
     a helper cell added next to the solution could otherwise call what the solution may not.
+    Forbidden names hold for all student code; an exercise's whitelist (``allowed``) for its
+    own solution cells and the cells the student added before its tests. A cell too deeply
+    nested to read costs every exercise its points.
     """
     teacher_code = {cell.source for cell in source.cells if cell.cell_type == "code"}
+    owners = _owners(nb, graded)
     resolver = NameResolver()
     breaches: dict[str, str] = {}
     for index, cell in enumerate(nb.cells):
-        tree = python_source(cell.source) if cell.cell_type == "code" else None
-        if tree is None:
-            continue
-        if _nbgrader(cell).get("solution") or cell.source not in teacher_code:
-            for exercise in graded:
-                problem = check_cell(tree, resolver, exercise.forbidden)
-                if problem and exercise.grade_id not in breaches:
-                    breaches[exercise.grade_id] = f"{cell_label(nb, index)}: {problem}"
-        resolver.learn(tree)
+        try:
+            tree = python_source(cell.source) if cell.cell_type == "code" else None
+            if tree is None:
+                continue
+            added = cell.source not in teacher_code
+            if _nbgrader(cell).get("solution") or added:
+                for exercise in graded:
+                    own = owners.get(index) == exercise.grade_id and (added or _nbgrader(cell)["grade_id"]
+                                                                      in exercise.solutions)
+                    problem = check_cell(tree, resolver, exercise.forbidden, exercise.allowed if own else None)
+                    if problem and exercise.grade_id not in breaches:
+                        breaches[exercise.grade_id] = f"{cell_label(nb, index)}: {problem}"
+            resolver.learn(tree)
+        except (RecursionError, MemoryError) as error:
+            reason = f"{cell_label(nb, index)}: too deeply nested for the grader to check ({type(error).__name__})"
+            breaches.update({exercise.grade_id: reason for exercise in graded if exercise.grade_id not in breaches})
     return breaches
 
 

@@ -48,7 +48,7 @@ def _colorlab_wire(request_path, names):
 
     def array(value):
         buffer = io.BytesIO()
-        np.save(buffer, np.ascontiguousarray(value), allow_pickle=False)
+        np.save(buffer, np.asarray(value), allow_pickle=False)
         return base64.b64encode(buffer.getvalue()).decode()
 
     def encode(value):
