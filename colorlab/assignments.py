@@ -20,7 +20,7 @@ release; `publish_exercises` turns an executed chapter into the book's public pa
 and layout as nbgrader, so a school
 that runs nbgrader can import the notebooks unchanged; we do not depend on nbgrader itself because
 it brings a Jupyter server, JupyterLab and an SQL gradebook (about 100 packages) to do what
-nbformat + nbclient do here in a page. nbformat (the ``book`` extra) is imported by the functions
+nbformat + jupyter_client do here in a few pages. nbformat (the ``book`` extra) is imported by the functions
 that read or write notebooks, so that importing this module, as the ``colorlab`` command does to
 build its parser, works on a plain ``pip install colorlab``.
 """
@@ -46,6 +46,7 @@ HIDDEN_TESTS_MARKERS = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 
 EXERCISE_TIMEOUT = 120  # grading: seconds for each cell a student wrote, and each solution or tests cell
+SUBMISSION_TIMEOUT = 3600  # grading: seconds for a whole submission, every cell, rerun and call of the tests
 MAX_OUTPUT_BYTES = 1_000_000  # grading: output kept per cell, so a print loop cannot fill the grader's memory
 
 

@@ -27,6 +27,7 @@ from nbformat import NotebookNode
 from .assignments import (
     EXERCISE_TIMEOUT,
     MAX_OUTPUT_BYTES,
+    SUBMISSION_TIMEOUT,
     _is_locked,
     _nbgrader,
     allowed_names,
@@ -222,7 +223,6 @@ def _edited_tests(submission: NotebookNode, source: NotebookNode) -> set[str]:
     }
 
 
-SUBMISSION_TIMEOUT = 3600  # seconds for a whole submission: every cell, every rerun, every call of the tests
 MAX_RESTARTS = 3  # kernels started again after a hang or a crash, per submission
 
 
@@ -291,6 +291,9 @@ def _execute(nb: NotebookNode, key: AnswerKey, sandbox: Sandbox, limits: list[in
             outcome = sandbox.execute(code, limit, max_output_bytes=max_output_bytes)
             if outcome.output_bytes > max_output_bytes:
                 run.cut.add(index)
+            if outcome.status == "timeout" and limit < limits[index]:  # the submission's budget, not the cell's
+                run.stopped = "the submission's time budget was spent"
+                break
             if outcome.status in {"timeout", "dead"}:
                 failure = (index, outcome.status)
                 break
@@ -303,7 +306,7 @@ def _execute(nb: NotebookNode, key: AnswerKey, sandbox: Sandbox, limits: list[in
             if wire.broken:
                 failure = (index, wire.broken)
                 break
-        if failure is None:
+        if failure is None or run.stopped:
             break
         index, status = failure
         run.incidents[index] = (f"ran past its time limit of {limits[index]} s" if status == "timeout"
@@ -463,14 +466,12 @@ def grade_folder(
                 report = grade(path, key_for(path), hidden=hidden, **options)
             except Exception as error:  # noqa: BLE001: one broken submission must not stop the class
                 writer.writerow([student, path.stem, "", 0, "", f"not graded: {_one_line(error)}"])
-                file.flush()
-                continue
-            finally:
-                for key in keys.values():
-                    key.verify()
-            reports.append(report)
-            for exercise in report.exercises:
-                row = [student, Path(report.source).stem, exercise.grade_id, exercise.points, exercise.max_points]
-                writer.writerow([*row, exercise.reason or ""])
+            else:
+                reports.append(report)
+                for exercise in report.exercises:
+                    row = [student, Path(report.source).stem, exercise.grade_id, exercise.points, exercise.max_points]
+                    writer.writerow([*row, exercise.reason or ""])
             file.flush()
+            for key in keys.values():
+                key.verify()
     return reports
