@@ -37,7 +37,7 @@ from .assignments import (
     student_version,
 )
 from .book import SMOKE_PARAMETERS, declared_parameters
-from .integrity import NameResolver, check_cell, python_source
+from .integrity import NameResolver, bindings, check_cell, python_source
 from .judge import Wire, run_tests
 from .sandbox import Limits, Sandbox
 
@@ -166,18 +166,26 @@ def _owners(nb: NotebookNode, graded: list[Exercise]) -> dict[int, str]:
     return owners
 
 
+def _parsed(source: str) -> ast.Module | None:
+    try:
+        return python_source(source)
+    except (RecursionError, MemoryError):
+        return None  # refused in the loop below, with its cell's label
+
+
 def rule_breaches(nb: NotebookNode, source: NotebookNode, graded: list[Exercise]) -> dict[str, str]:
     """Exercise -> why it scores 0 for the code the student wrote (forbidden names, tampering).
 
     Student code is every solution cell, and every code cell that is not one of the teacher's:
     a helper cell added next to the solution could otherwise call what the solution may not.
     Forbidden names hold for all student code; an exercise's whitelist (``allowed``) for its
-    own solution cells and the cells the student added before its tests. A cell too deeply
-    nested to read costs every exercise its points.
+    own solution cells, which then may not call what the student's other cells define. A cell
+    too deeply nested to read costs every exercise its points.
     """
     teacher_code = {cell.source for cell in source.cells if cell.cell_type == "code"}
-    owners = _owners(nb, graded)
     resolver = NameResolver()
+    student = {index: _parsed(cell.source) for index, cell in enumerate(nb.cells)
+               if cell.cell_type == "code" and (_nbgrader(cell).get("solution") or cell.source not in teacher_code)}
     breaches: dict[str, str] = {}
     for index, cell in enumerate(nb.cells):
         try:
@@ -187,9 +195,11 @@ def rule_breaches(nb: NotebookNode, source: NotebookNode, graded: list[Exercise]
             added = cell.source not in teacher_code
             if _nbgrader(cell).get("solution") or added:
                 for exercise in graded:
-                    own = owners.get(index) == exercise.grade_id and (added or _nbgrader(cell)["grade_id"]
-                                                                      in exercise.solutions)
-                    problem = check_cell(tree, resolver, exercise.forbidden, exercise.allowed if own else None)
+                    own = _nbgrader(cell).get("grade_id") in exercise.solutions
+                    foreign = {name.split(".")[0] for other, code in student.items() if other != index and code
+                               for name, _ in bindings(code.body)}
+                    problem = check_cell(tree, resolver, exercise.forbidden, exercise.allowed if own else None,
+                                         foreign if own else ())
                     if problem and exercise.grade_id not in breaches:
                         breaches[exercise.grade_id] = f"{cell_label(nb, index)}: {problem}"
             resolver.learn(tree)

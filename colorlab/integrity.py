@@ -86,7 +86,7 @@ def _target_names(target: ast.AST) -> list[str]:
     return _target_names(target.value) if isinstance(target, ast.Starred) else []
 
 
-def _bindings(statements: Iterable[ast.stmt]) -> Iterable[tuple[str, ast.AST | None]]:
+def bindings(statements: Iterable[ast.stmt]) -> Iterable[tuple[str, ast.AST | None]]:
     """(name, expression it is bound to, or None) for each binding of one scope, nested scopes excluded.
 
     Classes are scopes of their own, but their attributes are reachable from outside: they are
@@ -103,7 +103,7 @@ def _bindings(statements: Iterable[ast.stmt]) -> Iterable[tuple[str, ast.AST | N
             continue
         elif isinstance(node, ast.ClassDef):
             yield node.name, None
-            for name, value in _bindings(node.body):
+            for name, value in bindings(node.body):
                 yield f"{node.name}.{name}", value
             stack += [*node.bases, *node.decorator_list]
             continue
@@ -131,7 +131,7 @@ class NameResolver:
 
     def learn(self, tree: ast.Module) -> None:
         """Record the module-level bindings of one cell: imports, assignments, loops, ``with``, ``:=``, classes."""
-        pending = list(_bindings(tree.body))
+        pending = list(bindings(tree.body))
         for name, dotted in (pair for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
                              for pair in _imported(node)):
             self.globals.setdefault(name, set()).add(dotted)
@@ -172,14 +172,14 @@ def _local_names(function: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda, 
     for arg, value in defaults:
         names[arg.arg] |= resolver.origins(value, outer)
     body = function.body if isinstance(function.body, list) else [ast.Expr(function.body)]
-    bindings = list(_bindings(body))
-    for name, _ in bindings:
+    bound = list(bindings(body))
+    for name, _ in bound:
         names.setdefault(name.split(".")[0], set())
     for node in (n for statement in body for n in ast.walk(statement) if isinstance(n, (ast.Import, ast.ImportFrom))):
-        for bound, dotted in _imported(node):
-            names.setdefault(bound, set()).add(dotted)
+        for alias, dotted in _imported(node):
+            names.setdefault(alias, set()).add(dotted)
     for _ in range(3):
-        for name, value in bindings:
+        for name, value in bound:
             if value is not None:
                 names.setdefault(name, set()).update(resolver.origins(value, {**outer, **names}))
     return names
@@ -307,13 +307,14 @@ def _first_forbidden(uses: Iterable[tuple[int, str]], forbidden: Sequence[str]) 
 
 
 def check_cell(tree: ast.Module, resolver: NameResolver, forbidden: Sequence[str],
-               allowed: Sequence[str] | None = None) -> str | None:
+               allowed: Sequence[str] | None = None, foreign: Iterable[str] = ()) -> str | None:
     """Why one cell of student code breaks the rules (first problem, one line), or None.
 
     `resolver` holds the bindings of the cells run before this one; the caller teaches it this
     cell afterwards with `resolver.learn(tree)` (its bindings count here already). With
-    `allowed`, every name the cell reaches must resolve under one of them. A cell nested too
-    deeply to read (RecursionError) is the caller's to refuse.
+    `allowed`, every name the cell reaches must resolve under one of them, and it may not use the
+    `foreign` names (those the student's other cells define: a helper there could call anything).
+    A cell nested too deeply to read (RecursionError) is the caller's to refuse.
     """
     resolver.learn(tree)
     checker = _Checker(resolver)
@@ -334,6 +335,12 @@ def check_cell(tree: ast.Module, resolver: NameResolver, forbidden: Sequence[str
         line, name = dynamic[0]
         return f"line {line} uses {name}, which exercises with forbidden names do not allow"
     if allowed is not None:
+        own = {name.split(".")[0] for name, _ in bindings(tree.body)}
+        outside = next((node for node in ast.walk(tree) if isinstance(node, ast.Name) and
+                        isinstance(node.ctx, ast.Load) and node.id in set(foreign) - own
+                        and not resolver.globals.get(node.id)), None)  # a name that stands for nothing known
+        if outside is not None:
+            return f"line {outside.lineno} uses {outside.id}, which the student's code defines outside the solution"
         extra = frozenset(name.split(".")[0] for name in allowed)
         for line, used in checker.uses:
             names = _names(used, extra)

@@ -102,3 +102,30 @@ def _one_exercise(code: str) -> dict[str, str]:
 def test_code_too_deep_to_read_scores_zero_with_one_line_not_a_traceback(code):
     reason = _one_exercise(code)["f-tests"]
     assert "\n" not in reason and ("too deeply nested" in reason or "forbids" in reason), reason
+
+
+def test_a_whitelisted_solution_cannot_launder_a_call_through_a_helper_cell():
+    teacher = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import torch"),
+        solution_cell("def f(ab):\n    ### BEGIN SOLUTION\n    return ab\n    ### END SOLUTION", "f", allowed=["torch"]),
+        make_tests_cell("assert f(1) == 1", "f-tests", 1),
+    ])
+    submission = grading_notebook(teacher, teacher)
+    submission.cells.insert(1, nbformat.v4.new_code_cell("import numpy\ndef helper(ab):\n    return numpy.hypot(*ab)"))
+    submission.cells[2].source = "def f(ab):\n    return helper(ab)"
+    reason = rule_breaches(submission, teacher, exercises(teacher))["f-tests"]
+    assert "helper, which the student's code defines outside the solution" in reason
+    submission.cells[2].source = "def f(ab):\n    return numpy.hypot(*ab)"
+    assert "numpy" in rule_breaches(submission, teacher, exercises(teacher))["f-tests"]
+
+
+def test_the_books_mean_chroma_refuses_the_re_export_and_declares_a_whitelist():
+    from colorlab.assignments import graded_chapters
+    from test_integrity import answered
+
+    (chapter,) = [path for path in graded_chapters() if path.name.startswith("06")]
+    teacher = nbformat.read(chapter, as_version=4)
+    assert all(exercise.allowed for exercise in exercises(teacher)), "every exercise of the chapter has a whitelist"
+    cheat = answered(teacher, {"mean-chroma": "import colorlab.io\nreturn colorlab.io.chroma(ab).mean(dim=(1, 2))"})
+    reason = rule_breaches(grading_notebook(cheat, teacher), teacher, exercises(teacher))["mean-chroma-tests"]
+    assert "colorlab.evaluate.chroma" in reason and "\n" not in reason, reason
