@@ -182,7 +182,8 @@ def rule_breaches(nb: NotebookNode, source: NotebookNode, graded: list[Exercise]
     own solution cells, which then may not call what the student's other cells define. A cell
     too deeply nested to read costs every exercise its points.
     """
-    teacher_code = {cell.source for cell in source.cells if cell.cell_type == "code"}
+    teacher_code = {cell.source for nb_ in (source, student_version(source)) for cell in nb_.cells
+                    if cell.cell_type == "code"}  # the released tests cells are the teacher's too
     resolver = NameResolver()
     student = {index: _parsed(cell.source) for index, cell in enumerate(nb.cells)
                if cell.cell_type == "code" and (_nbgrader(cell).get("solution") or cell.source not in teacher_code)}

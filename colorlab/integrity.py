@@ -335,7 +335,9 @@ def check_cell(tree: ast.Module, resolver: NameResolver, forbidden: Sequence[str
         line, name = dynamic[0]
         return f"line {line} uses {name}, which exercises with forbidden names do not allow"
     if allowed is not None:
-        own = {name.split(".")[0] for name, _ in bindings(tree.body)}
+        own = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)}
+        own |= {node.arg for node in ast.walk(tree) if isinstance(node, ast.arg)}
+        own |= {name.split(".")[0] for name, _ in bindings(tree.body)}
         outside = next((node for node in ast.walk(tree) if isinstance(node, ast.Name) and
                         isinstance(node.ctx, ast.Load) and node.id in set(foreign) - own
                         and not resolver.globals.get(node.id)), None)  # a name that stands for nothing known

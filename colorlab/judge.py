@@ -98,6 +98,10 @@ def _colorlab_wire(request_path, names):
 '''
 
 
+class StudentError(Exception):
+    """The student's function raised in the kernel: the message is its one line (``ValueError: ...``)."""
+
+
 class NotPlainData(Exception):
     """What the kernel sent back is not plain data (or not what the protocol allows)."""
 
@@ -165,7 +169,7 @@ class Wire:
             raise RuntimeError("the student's function " + ("ran past the time limit" if outcome.status == "timeout"
                                                             else "killed the kernel"))
         if outcome.status == "error":
-            raise RuntimeError(f"the student's code raised {outcome.error}")
+            raise StudentError(outcome.error)
         if len(outcome.data) != 1 or not isinstance(outcome.data[0], str):
             raise NotPlainData("no reply, or more than one")
         try:
@@ -299,6 +303,8 @@ def run_tests(source: str, namespace: dict, wire: Wire, student_functions: set[s
                 reply = wire.ask({"kind": "value", "name": name})
                 scope[name] = decode(reply.get("value") if isinstance(reply, dict) else None)
         exec(compile(tree, "<tests>", "exec"), scope)  # noqa: S102: the teacher's code, in the grader
+    except StudentError as error:
+        return str(error)[:300]
     except NotPlainData as error:
         return f"returned {error}, not plain data (numbers, strings, arrays)"
     except Exception as error:  # noqa: BLE001: any failure of a tests cell is the exercise's reason

@@ -229,7 +229,7 @@ class Sandbox:
             if kind == "status" and content.get("execution_state") == "idle":
                 break
             if kind == "error":
-                error = " ".join(f"{content.get('ename')}: {content.get('evalue')}".split())
+                error = " ".join(f"{content.get('ename')}: {content.get('evalue')}".split()).rstrip(":")
             elif kind in {"stream", "display_data", "execute_result", "update_display_data"}:
                 size += len(json.dumps(content))
                 if mime and mime in content.get("data", {}) and size <= max_output_bytes:
