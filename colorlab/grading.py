@@ -1,12 +1,15 @@
 """Grading submissions against the teacher's notebook: one student, or a whole class into one CSV.
 
-The grader puts the teacher's tests cells back (with their hidden tests), refuses solutions that
-use the names an exercise forbids (`colorlab.integrity`), and runs the notebook in a fresh Jupyter
-kernel one cell at a time. Whatever a submission does, every exercise gets points and a one-line
-reason: a cell that runs past its time limit or kills the kernel is replaced by an error and the
-notebook is run again from the start, so it costs only the exercise it belongs to; output beyond
-a budget per cell is dropped; a submission the grader cannot even read scores 0 with the reason.
-This executes student code: grade in a container or an account with nothing to lose.
+The grader reads the answer key once (and checks its sha256 after every submission), refuses
+solutions that use the names an exercise forbids or leave its whitelist (`colorlab.integrity`),
+and runs the notebook cell by cell in a sandboxed kernel (`colorlab.sandbox`) that holds the
+released tests only. When the kernel reaches a tests cell, the teacher's tests cell, hidden tests
+included, runs here, in the grader, calling the student's functions through a wire that returns
+plain data (`colorlab.judge`). Whatever a submission does, every exercise gets points and a
+one-line reason: a cell that runs past its time limit or kills the kernel is replaced by an error
+and the notebook runs again from the start (a few times, within a budget per submission), so it
+costs only the exercise it belongs to; a submission the grader cannot even read scores 0 with the
+reason. book/teaching.md says what this guarantees and what it does not.
 """
 
 from __future__ import annotations
