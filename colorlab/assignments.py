@@ -10,7 +10,8 @@ A teacher notebook marks each exercise with two code cells carrying nbgrader's m
   student's code against independent references (closed forms, known values, numpy).
 
 The solution cell may also list the names its solution must not use, in
-``cell.metadata["colorlab"]["forbidden"]`` (see `colorlab.integrity`).
+``cell.metadata["colorlab"]["forbidden"]``, and the only names it may use in
+``cell.metadata["colorlab"]["allowed"]`` (see `colorlab.integrity`).
 
 `build_assignments` writes nbgrader's course layout (``source/<assignment>/`` for the teacher,
 ``release/<assignment>/`` for students) and checks that nothing of the answers reached the
@@ -19,7 +20,7 @@ release; `publish_exercises` turns an executed chapter into the book's public pa
 and layout as nbgrader, so a school
 that runs nbgrader can import the notebooks unchanged; we do not depend on nbgrader itself because
 it brings a Jupyter server, JupyterLab and an SQL gradebook (about 100 packages) to do what
-nbformat + nbclient do here in a page. nbformat (the ``book`` extra) is imported by the functions
+nbformat + jupyter_client do here in a few pages. nbformat (the ``book`` extra) is imported by the functions
 that read or write notebooks, so that importing this module, as the ``colorlab`` command does to
 build its parser, works on a plain ``pip install colorlab-book``.
 """
@@ -45,6 +46,7 @@ HIDDEN_TESTS_MARKERS = ("BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
 CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 
 EXERCISE_TIMEOUT = 120  # grading: seconds for each cell a student wrote, and each solution or tests cell
+SUBMISSION_TIMEOUT = 3600  # grading: seconds for a whole submission, every cell, rerun and call of the tests
 MAX_OUTPUT_BYTES = 1_000_000  # grading: output kept per cell, so a print loop cannot fill the grader's memory
 
 
@@ -58,13 +60,17 @@ def _nbgrader_metadata(grade_id: str, *, solution: bool, grade: bool, points: fl
     return metadata
 
 
-def solution_cell(source: str, grade_id: str, forbidden: Iterable[str] = ()) -> NotebookNode:
-    """A code cell the student completes (nbgrader's "Autograded answer"), which may not use `forbidden`."""
+def solution_cell(source: str, grade_id: str, forbidden: Iterable[str] = (),
+                  allowed: Iterable[str] | None = None) -> NotebookNode:
+    """A code cell the student completes (nbgrader's "Autograded answer"), which may not use `forbidden`
+    and, with `allowed`, may use nothing else."""
     import nbformat
 
     metadata: dict[str, Any] = {"nbgrader": _nbgrader_metadata(grade_id, solution=True, grade=False)}
     if forbidden:
         metadata["colorlab"] = {"forbidden": list(forbidden)}
+    if allowed is not None:
+        metadata.setdefault("colorlab", {})["allowed"] = list(allowed)
     return nbformat.v4.new_code_cell(source, metadata=metadata)
 
 
@@ -73,6 +79,14 @@ def forbidden_names(cell: NotebookNode) -> list[str]:
     names = cell.get("metadata", {}).get("colorlab", {}).get("forbidden", [])
     if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
         raise ValueError(f"{_nbgrader(cell).get('grade_id')}: colorlab.forbidden must be a list of dotted names")
+    return names
+
+
+def allowed_names(cell: NotebookNode) -> list[str] | None:
+    """The dotted names a solution cell may use, if it declares a whitelist (``"allowed": ["torch", "math"]``)."""
+    names = cell.get("metadata", {}).get("colorlab", {}).get("allowed")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) and n for n in names)):
+        raise ValueError(f"{_nbgrader(cell).get('grade_id')}: colorlab.allowed must be a list of dotted names")
     return names
 
 
@@ -149,7 +163,7 @@ def graded_cells(nb: NotebookNode) -> dict[str, NotebookNode]:
         if meta.get("grade") and meta.get("solution"):
             raise ValueError(f"{where}: manually graded answers are not supported, split solution and tests")
         if meta.get("solution"):
-            forbidden_names(cell)  # raises for a malformed declaration
+            forbidden_names(cell), allowed_names(cell)  # raise for a malformed declaration
         if meta.get("grade"):
             if not isinstance(meta.get("points"), (int, float)) or meta["points"] < 0:
                 raise ValueError(f"{where}: a tests cell needs points >= 0")

@@ -2,7 +2,7 @@
 
 The work is done by `colorlab.assignments` (building) and `colorlab.grading` (grading); this
 module only turns command lines into calls and reports into lines of text. Both need the
-``book`` extra (nbformat, nbclient, IPython), which a plain ``pip install colorlab-book`` lacks: they
+``book`` extra (nbformat, jupyter_client, IPython), which a plain ``pip install colorlab-book`` lacks: they
 are imported when a command runs, not when the ``colorlab`` command builds its parser, so that
 ``colorlab colorize`` works without them and ``colorlab assignments`` says in one line what to install.
 """
@@ -13,10 +13,10 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
-from .assignments import EXERCISE_TIMEOUT, MAX_OUTPUT_BYTES, book_notebooks, build_assignments, graded_chapters
+from .assignments import EXERCISE_TIMEOUT, SUBMISSION_TIMEOUT, MAX_OUTPUT_BYTES, book_notebooks, build_assignments, graded_chapters
 from .book import find_book
 
-BOOK_EXTRA = ("nbformat", "nbclient", "IPython")  # what building and grading import: colorlab's `book` extra
+BOOK_EXTRA = ("nbformat", "jupyter_client", "IPython")  # what building and grading import: colorlab's `book` extra
 
 
 class MissingExtraError(ImportError):
@@ -59,7 +59,7 @@ def _grade_command(args: argparse.Namespace) -> int:
     from .grading import grade, grade_folder
 
     options = dict(timeout=args.timeout, exercise_timeout=args.exercise_timeout, max_output_bytes=args.max_output,
-                   book_dir=args.book)
+                   submission_timeout=args.submission_timeout, book_dir=args.book)
     if args.submission.is_dir():
         csv_path = args.csv or args.submission / "grades.csv"
         for report in grade_folder(args.submission, csv_path, args.source, **options):
@@ -105,6 +105,10 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     grade_parser.add_argument(
         "--exercise-timeout", type=int, default=EXERCISE_TIMEOUT,
         help="seconds allowed per solution, tests or added cell",
+    )
+    grade_parser.add_argument(
+        "--submission-timeout", type=int, default=SUBMISSION_TIMEOUT,
+        help="seconds allowed for a whole submission: every cell, rerun and call of the tests",
     )
     grade_parser.add_argument(
         "--max-output", type=int, default=MAX_OUTPUT_BYTES, help="bytes of output kept per cell; the rest is dropped"
