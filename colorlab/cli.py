@@ -133,6 +133,8 @@ def _add_colorize(sub) -> None:
     p = sub.add_parser("colorize", help="colorize photos with a trained checkpoint")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--out", required=True, help="output folder for the *_color.png files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace outputs that exist already (default: skip their inputs, saying so in one line)")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--checkpoint", help="a colorlab checkpoint (gan.pt or pretrain.pt)")
     model.add_argument("--model", help="a published model by name (see `colorlab models`); with neither option, "
@@ -155,7 +157,8 @@ def _colorize(args) -> int:
     checkpoint = args.checkpoint or _published_checkpoint(args.model)
     stopped = None
     try:
-        written, failures = colorize_files(args.inputs, args.out, checkpoint, device=args.device)
+        written, failures = colorize_files(args.inputs, args.out, checkpoint, device=args.device,
+                                           overwrite=args.overwrite)
     except ColorizeStopped as err:  # e.g. disk full: the outputs written so far are complete
         written, failures, stopped = err.written, err.failures, err
     for _, message in failures:
@@ -264,14 +267,14 @@ def _skipped_images_one_per_line(prefix: str):
     A bad photo in a folder is expected, not a bug in the code that noticed it. Other warnings
     keep their usual format; `warnings.catch_warnings` restores everything afterwards.
     """
-    from .colorize import DownscaledWarning
+    from .colorize import DownscaledWarning, SkippedOutputWarning
     from .io import SkippedImageWarning
 
     with warnings.catch_warnings():
         show_others = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, (SkippedImageWarning, DownscaledWarning)):
+            if issubclass(category, (SkippedImageWarning, DownscaledWarning, SkippedOutputWarning)):
                 print(f"{prefix}: warning: {message}", file=file or sys.stderr)
             else:
                 show_others(message, category, filename, lineno, file, line)

@@ -14,6 +14,11 @@ growth for a 4000x3000 photo: 77 MB, against 1454 MB when the whole photo went t
 tensors at once (see docs/reliability.md for the command).
 Photos above `MAX_PIXELS` are decoded downscaled (JPEG only, by 2, 4 or 8 per side) and a
 `DownscaledWarning` says so; other formats that large are refused with one line.
+
+Nothing of the user's is overwritten: an input whose `<stem>_color.png` already exists is skipped
+(unless `overwrite`), and files named like outputs inside the output folder are never taken as
+inputs when a folder is expanded (rerunning `colorize photos -o photos/colorized` would otherwise
+colorize its own results into `a_color_color.png`). One `SkippedOutputWarning` names what was skipped.
 """
 
 from __future__ import annotations
@@ -39,8 +44,15 @@ STRIP_PIXELS = 1 << 16  # pixels converted at once: the Lab conversions make ~20
 _JPEG_SCALES = (1, 2, 4, 8)  # the reductions a JPEG decoder can apply while decoding
 
 
+OUTPUT_SUFFIX = "_color.png"  # <stem>_color.png: what colorize writes, and what it never reads back from its folder
+
+
 class DownscaledWarning(UserWarning):
     """A photo too large to colorize at full resolution was colorized downscaled (the message says how much)."""
+
+
+class SkippedOutputWarning(UserWarning):
+    """Inputs left alone because their output exists (no `overwrite`) or they are outputs themselves (one per call)."""
 
 
 class ColorizeStopped(WriteError):
@@ -109,26 +121,38 @@ def load_for_colorize(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.I
     return image
 
 
-def expand_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """(files, failures): files as given, folders expanded to their images (`io.list_images`).
+def expand_inputs(inputs: list[str | Path], out_dir: str | Path | None = None
+                  ) -> tuple[list[Path], list[tuple[Path, str]], list[Path]]:
+    """(files, failures, outputs): files as given, folders expanded to their images (`io.list_images`).
 
     A missing file is kept, for `load_rgb` to report; a folder without images is a failure.
+    Images found in a folder that lie inside `out_dir` and are named like outputs (`*_color.png`)
+    are returned apart as `outputs`: they are colorize's own results, not photos to colorize.
+    A file given by name is always an input.
     """
     paths: list[Path] = []
     failures: list[tuple[Path, str]] = []
+    outputs: list[Path] = []
+    out_resolved = Path(out_dir).resolve() if out_dir is not None else None
     for item in map(Path, inputs):
         if not item.is_dir():
             paths.append(item)
             continue
         try:
-            paths += list_images(item)
+            found = list_images(item)
         except FileNotFoundError as err:
             failures.append((item, str(err)))
-    return paths, failures
+            continue
+        for path in found:
+            is_output = (out_resolved is not None and path.name.endswith(OUTPUT_SUFFIX)
+                         and path.resolve().is_relative_to(out_resolved))
+            (outputs if is_output else paths).append(path)
+    return paths, failures, outputs
 
 
 def colorize_files(
-    inputs: list[str | Path], out_dir: str | Path, checkpoint: str | Path, device: str | torch.device = "auto"
+    inputs: list[str | Path], out_dir: str | Path, checkpoint: str | Path, device: str | torch.device = "auto",
+    overwrite: bool = False,
 ) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Colorize every input file (or folder of images) into `out_dir` as PNG: (written, failures).
 
@@ -138,6 +162,8 @@ def colorize_files(
     `ColorizeStopped`, naming the file and the cause: the next outputs would fail the same way.
     Each PNG is written atomically, so a failed one leaves no partial file behind.
     Outputs are named `<stem>_color.png`, `<stem>_2_color.png`... when two inputs share a stem.
+    An existing output is never replaced unless `overwrite`: its input is skipped, and one
+    `SkippedOutputWarning` lists the skipped inputs and the output folder's own results left out.
     """
     if isinstance(inputs, (str, Path)) or not inputs:
         raise ValueError(f"inputs must be a non-empty list of image files or folders, got {inputs!r}")
@@ -150,14 +176,19 @@ def colorize_files(
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     taken: set[Path] = set()
-    paths, failures = expand_inputs(inputs)
+    paths, failures, own_outputs = expand_inputs(inputs, out_dir)
+    existing: list[Path] = []
     for done, path in enumerate(tqdm(paths, desc="colorize", disable=len(paths) < 2)):
+        target = _unused_name(out_dir, path.stem, taken)
+        taken.add(target)
+        if not overwrite and target.exists():
+            existing.append(target)
+            continue
         try:
             result = colorize_image(generator, load_for_colorize(path), spec["size"], device)
         except ImageLoadError as err:
             failures.append((path, str(err)))
             continue
-        target = _unused_name(out_dir, path.stem, taken)
         try:
             with atomic_write(target, "colorized image") as tmp:
                 result.save(tmp, format="PNG")
@@ -165,13 +196,30 @@ def colorize_files(
             raise ColorizeStopped(f"{err}; stopped with {len(paths) - done - 1} inputs not attempted",
                                   written, failures) from err
         written.append(target)
-        taken.add(target)
+    if existing or own_outputs:
+        warnings.warn(_skipped_line(existing, own_outputs), SkippedOutputWarning, stacklevel=2)
     return written, failures
+
+
+def _skipped_line(existing: list[Path], own_outputs: list[Path], shown: int = 3) -> str:
+    """One line: which inputs were skipped because their output exists, which outputs were not read as inputs."""
+    def names(paths: list[Path]) -> str:
+        more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+        return ", ".join(map(str, paths[:shown])) + more
+
+    parts = []
+    if existing:
+        parts.append(f"skipped {len(existing)} input(s) whose output exists ({names(existing)}; "
+                     "--overwrite replaces them)")
+    if own_outputs:
+        parts.append(f"left out {len(own_outputs)} file(s) of the output folder named like outputs, "
+                     f"not colorized again ({names(own_outputs)})")
+    return "; ".join(parts)
 
 
 def _unused_name(out_dir: Path, stem: str, taken: set[Path]) -> Path:
     """`<stem>_color.png`, numbered when an earlier input of this run already took it (a.jpg, a.png)."""
-    target, n = out_dir / f"{stem}_color.png", 2
+    target, n = out_dir / f"{stem}{OUTPUT_SUFFIX}", 2
     while target in taken:
-        target, n = out_dir / f"{stem}_{n}_color.png", n + 1
+        target, n = out_dir / f"{stem}_{n}{OUTPUT_SUFFIX}", n + 1
     return target
