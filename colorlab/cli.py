@@ -13,8 +13,11 @@ import json
 import os
 import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict
 from pathlib import Path
+
+from . import runs
 
 from .data import COCO_CAP
 from .losses import GAN_MODES
@@ -109,9 +112,7 @@ def _train(args) -> int:
     if args.run_root is not None:
         if args.out is not None:
             raise ValueError("give --out or --run-root, not both")
-        from .runs import chapter_run_dir
-
-        out = str(chapter_run_dir(args.recipe, args.run_root, data, n_images, args.seed, args.size, weights))
+        out = str(runs.chapter_run_dir(args.recipe, args.run_root, data, n_images, args.seed, args.size, weights))
     config = RunConfig(recipe=args.recipe, data=data, n_images=n_images, size=args.size,
                        batch_size=args.batch_size, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
                        weights=weights, gan_mode=args.gan_mode, lambda_l1=args.lambda_l1, device=args.device,
@@ -119,14 +120,31 @@ def _train(args) -> int:
                        num_workers=args.num_workers, cache=args.cache, init=args.init)
     from .recipes import run
 
-    if args.resume and not any((Path(config.out) / f"{stage}.pt").is_file() for stage in RECIPES[config.recipe]):
+    resuming = args.resume and any((Path(config.out) / f"{stage}.pt").is_file() for stage in RECIPES[config.recipe])
+    if args.resume and not resuming:
         print(f"colorlab train: no checkpoint in {config.out}/ to resume from; starting a new run", file=sys.stderr)
-    summary = run(config)
+    identity = runs.run_identity(asdict(config), int(os.environ.get("WORLD_SIZE", "1")))
+    with _run_folder(config.out, "colorlab train"):
+        if resuming:
+            runs.check_resume(config.out, identity)
+        if _is_main_rank() and not (resuming and (Path(config.out) / runs.RUN_FILE).is_file()):
+            runs.record_identity(config.out, identity)
+        summary = run(config)
     if summary is None:  # another rank of a torchrun job: rank 0 reports
         return 0
     print(json.dumps(summary["metrics"], indent=1))
     print(f"wrote {config.out}/ (checkpoints, metrics.json, losses.png, samples.png) in {summary['seconds']} s")
     return 0
+
+
+def _is_main_rank() -> bool:
+    """True outside torchrun and in its rank 0, the process that writes the run's files."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _run_folder(folder: str, who: str):
+    """The run folder's lock (`runs.run_lock`), held by the process that writes it: rank 0 under torchrun."""
+    return runs.run_lock(folder, who) if _is_main_rank() else nullcontext(Path(folder))
 
 
 def _add_colorize(sub) -> None:
@@ -190,17 +208,20 @@ def _experiment(args) -> int:
 
     command = f"colorlab experiment --config {args.config} --out {args.out} --device {args.device}"
     config = ExperimentConfig.from_yaml(args.config)
-    if args.from_published:
-        summary = evaluate_published(config, args.out, device=args.device, command=command + " --from-published")
-        wrote = (f"wrote {args.out}/ (metrics.json, grid.png, old_photos.png when the old photos are here); "
-                 f"{summary['missing']['losses.png']}")
-    else:
-        if args.export_models:
-            command += f" --export-models {args.export_models}"
-        summary = run_experiment(config, args.out, device=args.device, command=command, export=args.export_models)
-        if summary is None:  # another rank of a torchrun job: rank 0 reports
-            return 0
-        wrote = f"wrote {args.out}/ (metrics.json, grid.png, losses.png); stage seconds: {summary['seconds']}"
+    with _run_folder(args.out, "colorlab experiment"):
+        if args.from_published:
+            summary = evaluate_published(config, args.out, device=args.device,
+                                         command=command + " --from-published")
+            wrote = (f"wrote {args.out}/ (metrics.json, grid.png, old_photos.png when the old photos are here); "
+                     f"{summary['missing']['losses.png']}")
+        else:
+            if args.export_models:
+                command += f" --export-models {args.export_models}"
+            summary = run_experiment(config, args.out, device=args.device, command=command,
+                                     export=args.export_models)
+            if summary is None:  # another rank of a torchrun job: rank 0 reports
+                return 0
+            wrote = f"wrote {args.out}/ (metrics.json, grid.png, losses.png); stage seconds: {summary['seconds']}"
     for model, metrics in summary["metrics"].items():
         print(f"{model:>15}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     print(wrote)

@@ -85,3 +85,69 @@ def test_rerunning_into_a_subfolder_of_the_input_does_not_colorize_its_own_resul
     for _ in range(3):
         assert colorize([nest], nest / "colorized", checkpoint)[0] == 0
     assert sorted(p.name for p in (nest / "colorized").iterdir()) == ["a_color.png"]
+
+
+# --- 2. a run folder is locked while a run writes it ----------------------------------------------------
+
+HOLD_LOCK = """
+import sys, time
+from colorlab.runs import run_lock
+with run_lock(sys.argv[1], "holder"):
+    print("locked", flush=True)
+    time.sleep(600)
+"""
+
+
+def train_argv(out: Path, **options: str) -> list[str]:
+    """A tiny offline baseline run (12 images, 32 px, 1 epoch); `options` override, e.g. batch_size="2"."""
+    settings = dict(recipe="baseline", epochs="1", size="32", n_images="12", batch_size="4", num_workers="0",
+                    out=str(out)) | options
+    return ["train", "--offline"] + [arg for key, value in settings.items()
+                                     for arg in (f"--{key.replace('_', '-')}", value)]
+
+
+def test_a_second_train_into_a_locked_run_folder_stops_and_a_dead_holders_lock_is_taken_over(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "runC"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True,
+                              env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, stdout, stderr = run_cli(train_argv(out))
+        assert code == 2 and "wrote" not in stdout
+        assert stderr.strip() == (f"colorlab train: error: {out}/ is being written by another run "
+                                  f"(process {holder.pid}); wait for it to finish, or give another --out")
+        assert not (out / "gan.pt").exists()
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+    code, stdout, stderr = run_cli(train_argv(out))
+    assert code == 0, stderr
+    assert (f"colorlab train: took over the lock of {out}/ from process {holder.pid}, which no longer runs"
+            in stderr)
+    assert (out / "gan.pt").is_file() and (out / ".lock").read_text() == ""  # released at the end
+
+
+# --- 3. --resume with other settings is refused, naming them ---------------------------------------------
+
+
+def test_resume_with_another_batch_size_n_images_or_data_is_refused_in_one_line(tmp_path, photo_folder):
+    out = tmp_path / "run"
+    assert run_cli(train_argv(out))[0] == 0
+    before = (out / "gan.pt").read_bytes()
+    for options, named in [(dict(batch_size="2"), "batch_size 4 there, 2 now"),
+                           (dict(n_images="10"), "n_images 12 there, 10 now"),
+                           (dict(data=str(photo_folder)), f"data 'offline' there, '{photo_folder}' now"),
+                           (dict(seed="1", size="64"), "size 32 there, 64 now; seed 0 there, 1 now")]:
+        code, stdout, stderr = run_cli(train_argv(out, **options) + ["--resume"])
+        assert code == 2, (options, stderr)
+        [line] = stderr.splitlines()
+        assert line.startswith(f"colorlab train: error: cannot resume {out}/: it was started with other settings")
+        assert named in line
+    assert (out / "gan.pt").read_bytes() == before  # nothing trained, nothing rewritten
+    code, _, stderr = run_cli(train_argv(out, epochs="2") + ["--resume"])  # more epochs: the same run, continued
+    assert code == 0, stderr
