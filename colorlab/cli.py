@@ -30,6 +30,23 @@ def _weights(value: str) -> str | None:
     return None if value.lower() == "none" else value
 
 
+def _integer(high: int, low: int | None = None):
+    """An argparse type: an integer up to `high` (and from `low`), so that a mistyped 10**20 is refused while
+    parsing, in one line; the lower bounds of most settings are `RunConfig`'s to check, with its own messages."""
+    def parse(value: str) -> int:
+        number = int(value)  # a ValueError: argparse's own "invalid int value" line
+        if number > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:_}, got {value}")
+        if low is not None and number < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return number
+    parse.__name__ = "int"
+    return parse
+
+
+MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_SEED = (runs.LIMITS[key] for key in ("batch_size", "epochs", "n_images", "seed"))
+
+
 def _device(value: str) -> str:
     """Refuse a device this machine lacks while parsing, before any data is read."""
     try:
@@ -47,21 +64,21 @@ def _add_train(sub) -> None:
                    help=f"coco | offline | shared | a folder of photos (default: {RunConfig.data}; offline with --offline)")
     p.add_argument("--offline", action="store_true",
                    help="no downloads: --data offline (unless --data names a local source) and --weights none")
-    p.add_argument("--n-images", type=int, default=None,
+    p.add_argument("--n-images", type=_integer(MAX_IMAGES), default=None,
                    help=f"cap on train+val images (default: all; coco: {COCO_CAP})")
     p.add_argument("--size", type=int, default=RunConfig.size)
-    p.add_argument("--batch-size", type=int, default=RunConfig.batch_size,
+    p.add_argument("--batch-size", type=_integer(MAX_BATCH), default=RunConfig.batch_size,
                    help="images per process and step; with --nproc N the global batch is N times this")
-    p.add_argument("--epochs", type=int, default=RunConfig.epochs, help="GAN (or classification) epochs")
-    p.add_argument("--pretrain-epochs", type=int, default=RunConfig.pretrain_epochs,
+    p.add_argument("--epochs", type=_integer(MAX_EPOCHS), default=RunConfig.epochs, help="GAN (or classification) epochs")
+    p.add_argument("--pretrain-epochs", type=_integer(MAX_EPOCHS), default=RunConfig.pretrain_epochs,
                    help="L1-only epochs (resnet18 recipe)")
     p.add_argument("--weights", type=_weights, default=RunConfig.weights,
                    help=f"resnet18 backbone: imagenet | none | path/to/resnet18.pth (default: {RunConfig.weights})")
     p.add_argument("--gan-mode", choices=GAN_MODES, default=RunConfig.gan_mode)
     p.add_argument("--lambda-l1", type=float, default=RunConfig.lambda_l1)
     p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:1 ...")
-    p.add_argument("--seed", type=int, default=RunConfig.seed)
-    p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--seed", type=_integer(MAX_SEED, low=0), default=RunConfig.seed)
+    p.add_argument("--num-workers", type=_integer(1024, low=0), default=None)
     p.add_argument("--out", default=None, help="run folder (default: runs/RECIPE)")
     p.add_argument("--run-root", default=None,
                    help="instead of --out: a folder named as the chapters name theirs, under RUN_ROOT, so that "

@@ -69,6 +69,9 @@ def chapter_run_dir(recipe: str, root: str | Path, data: str, n_images: int | No
     return run_dir(recipe, root, **params)
 
 
+# Upper bounds of a run's counts: far above any real run, low enough that a mistyped 10**20 is refused at once
+# instead of failing deep inside a sampler or the RNG with an obscure message.
+LIMITS = {"batch_size": 1 << 16, "epochs": 10**6, "n_images": 10**9, "seed": 2**63 - 1}
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 # the settings of a `colorlab train` run that decide its weights; epochs may grow between a run and its resumption
@@ -180,5 +183,5 @@ def _try_lock(file) -> bool:
     return True
 
 
-__all__ = ["COLAB_DRIVE", "IDENTITY", "RunLockedError", "chapter_run_dir", "check_resume", "record_identity",
+__all__ = ["COLAB_DRIVE", "IDENTITY", "LIMITS", "RunLockedError", "chapter_run_dir", "check_resume", "record_identity",
            "resolve_run_root", "run_dir", "run_identity", "run_lock"]

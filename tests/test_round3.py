@@ -151,3 +151,59 @@ def test_resume_with_another_batch_size_n_images_or_data_is_refused_in_one_line(
     assert (out / "gan.pt").read_bytes() == before  # nothing trained, nothing rewritten
     code, _, stderr = run_cli(train_argv(out, epochs="2") + ["--resume"])  # more epochs: the same run, continued
     assert code == 0, stderr
+
+
+# --- 8, 9. the whole experiment config is checked before any work, every problem in one line -------------
+
+BILLION_LAUGHS = "notes:\n  a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"  {chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("size: 32\nnotes:\n  when: 2026-12-07\n", "notes.when is a date (datetime.date(2026, 12, 7)): metrics.json"),
+    (BILLION_LAUGHS, "72 YAML aliases (*name), more than 16"),
+    ("size: 32\nnotes: !!python/object/apply:os.system [echo hi]\n",
+     "line 2, column 8: could not determine a constructor for the tag 'tag:yaml.org,2002:python/object/apply:os.system'"),
+    ("size: [32\n", "line 2, column 1: expected ',' or ']', but got '<stream end>'"),
+    ("- size: 32\n- seed: 1\n", "a config is a mapping of settings (name: value), not a list"),
+    ("hello\n", "a config is a mapping of settings (name: value), not a str"),
+    ("size: 32\nseed: 1\nsize: 64\n", "line 3, column 1: duplicate key 'size'"),
+    ("size: 32\nbatch_size: 100000000000000000000\n", "batch_size must be at most 65_536"),
+])
+def test_a_bad_experiment_config_is_refused_in_one_line_before_any_work(tmp_path, text, message, monkeypatch):
+    import colorlab.experiment as experiment
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the experiment started although its config is bad")
+
+    monkeypatch.setattr(experiment, "load_split", no_work)
+    config = tmp_path / "bad.yaml"
+    config.write_text(text)
+    code, _, stderr = run_cli(["experiment", "--config", str(config), "--out", str(tmp_path / "out"),
+                               "--device", "cpu"])
+    assert code == 2
+    assert stderr.splitlines() == [f"colorlab experiment: error: {config}: {message}" + stderr.split(message, 1)[1]
+                                   .rstrip("\n")]
+    assert not (tmp_path / "out").exists()
+
+
+def test_batch_size_far_too_large_is_refused_while_parsing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(train_argv(tmp_path / "run", batch_size="100000000000000000000"))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        "argument --batch-size: must be at most 65_536, got 100000000000000000000")
+
+
+def test_an_avif_photo_is_an_unsupported_format_not_a_non_image(tmp_path):
+    from colorlab.io import ImageLoadError, list_images, load_rgb
+
+    avif = tmp_path / "phone.avif"
+    avif.write_bytes(b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + bytes(64))
+    heic = tmp_path / "phone.heic"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    assert list_images(tmp_path) == [avif, heic]  # listed, so that the user hears about them
+    for path, kind in [(avif, "AVIF"), (heic, "HEIC")]:
+        with pytest.raises(ImageLoadError) as err:
+            load_rgb(path)
+        assert str(err.value) == f"{path}: unsupported format ({kind}; save it as JPEG or PNG)"
