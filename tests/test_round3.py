@@ -207,3 +207,158 @@ def test_an_avif_photo_is_an_unsupported_format_not_a_non_image(tmp_path):
         with pytest.raises(ImageLoadError) as err:
             load_rgb(path)
         assert str(err.value) == f"{path}: unsupported format ({kind}; save it as JPEG or PNG)"
+
+
+# --- 4, 6, 7. downloads: a total deadline and a minimum rate, capped at the registry's size, no stale temp files
+
+class _BadServer:
+    """An HTTP/1.0 server on 127.0.0.1 whose answers misbehave as `mode` says; serves `body` as the model."""
+
+    def __init__(self, body: bytes, mode: str):
+        import http.server
+        import threading
+        import time
+
+        self.body, self.mode, self.sent = body, mode, 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                if server.mode == "claims 10 GB":
+                    self.send_header("Content-Length", str(10 * 1000**3))
+                elif server.mode != "endless":  # endless: no Content-Length, the end is the connection's close
+                    self.send_header("Content-Length", str(len(server.body)))
+                self.end_headers()
+                try:
+                    if server.mode == "trickle":  # a byte every 0.2 s: never a 30 s silence
+                        for i in range(len(server.body)):
+                            self.wfile.write(server.body[i:i + 1])
+                            self.wfile.flush()
+                            server.sent += 1
+                            time.sleep(0.2)
+                    else:  # exact: the model; claims 10 GB / endless: the model, then zeros for ever
+                        self.wfile.write(server.body)
+                        while server.mode != "exact":
+                            self.wfile.write(bytes(1 << 16))
+                            server.sent += 1 << 16
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/tiny-32.pt"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def bad_server(tiny_checkpoint):
+    servers = []
+
+    def start(mode: str) -> _BadServer:
+        servers.append(_BadServer(tiny_checkpoint.read_bytes(), mode))
+        return servers[-1]
+
+    yield start
+    for running in servers:
+        running.close()
+
+
+@pytest.mark.parametrize("limit, message", [("rate", "is too slow"), ("deadline", "took more than 2 s")])
+def test_a_trickling_server_is_abandoned_by_the_rate_or_the_total_deadline(bad_server, register_published,
+                                                                          models_isolated, monkeypatch, limit, message):
+    import time
+
+    from colorlab import hub
+
+    server = bad_server("trickle")
+    register_published(server.url)
+    if limit == "rate":  # judged after 1 s: a byte every 0.2 s is far below 1000 bytes/s
+        monkeypatch.setattr(hub, "RATE_GRACE_S", 1)
+        monkeypatch.setattr(hub, "MIN_RATE_BPS", 1000)
+    else:  # no rate check; the deadline is 2 s plus the size at an enormous rate
+        monkeypatch.setattr(hub, "RATE_GRACE_S", 10**6)
+        monkeypatch.setattr(hub, "MIN_RATE_BPS", 10**12)
+        monkeypatch.setattr(hub, "DEADLINE_S", 2)
+    began = time.monotonic()
+    with pytest.raises(hub.PublishedModelError, match=message) as error:
+        hub.fetch_pretrained("tiny-32")
+    assert time.monotonic() - began < 10  # a byte every 0.2 s would take hours for the whole file
+    assert "\n" not in str(error.value) and "abandoned" in str(error.value)
+    assert list(models_isolated.iterdir()) == []  # no temporary file left
+
+
+def test_a_content_length_other_than_the_registrys_is_refused_before_reading(bad_server, register_published,
+                                                                             models_isolated):
+    from colorlab import hub
+
+    server = bad_server("claims 10 GB")
+    register_published(server.url)
+    with pytest.raises(hub.PublishedModelError, match="announces 10000000000 bytes, the registry") as error:
+        hub.fetch_pretrained("tiny-32")
+    assert "refused before reading" in str(error.value)
+    assert list(models_isolated.iterdir()) == []
+
+
+def test_a_download_without_a_length_stops_reading_at_the_registrys_size(bad_server, register_published,
+                                                                         models_isolated, tiny_checkpoint):
+    from colorlab import hub
+
+    server = bad_server("endless")
+    register_published(server.url)
+    with pytest.raises(hub.PublishedModelError, match="longer than the registry's .* bytes; stopped reading there"):
+        hub.fetch_pretrained("tiny-32")
+    assert list(models_isolated.iterdir()) == []
+    assert server.sent < 64 * (1 << 16)  # the server was cut off early, not read until a disk filled
+
+
+FETCH_SCRIPT = """
+import sys
+from pathlib import Path
+from colorlab import hub
+hub.CACHE_DIR, hub.SHARED_MODELS = Path(sys.argv[1]), Path(sys.argv[1]) / "no-shared"
+hub.MODELS["tiny-32"] = hub.PublishedModel(name="tiny-32", file="tiny-32.pt", bytes=int(sys.argv[3]), url=sys.argv[2],
+                                           sha256=sys.argv[4], spec={"arch": "baseline", "size": 32, "n_down": 5})
+hub.fetch_pretrained("tiny-32")
+"""
+
+
+def test_a_download_killed_by_sigkill_leaves_a_temp_file_that_the_next_download_removes(
+        bad_server, register_published, models_isolated, tiny_checkpoint, monkeypatch):
+    import hashlib
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from colorlab import hub
+
+    data = tiny_checkpoint.read_bytes()
+    trickle = bad_server("trickle")
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    killed = subprocess.Popen([sys.executable, "-c", FETCH_SCRIPT, str(models_isolated), trickle.url, str(len(data)),
+                               hashlib.sha256(data).hexdigest()], env=env, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(models_isolated.glob(".tiny-32.pt.*")) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        [partial] = list(models_isolated.glob(".tiny-32.pt.*"))
+    finally:
+        os.kill(killed.pid, signal.SIGKILL)
+        killed.wait()
+    assert partial.exists()  # what SIGKILL leaves behind
+    good = _BadServer(data, "exact")
+    try:
+        register_published(good.url)
+        assert hub.fetch_pretrained("tiny-32") == models_isolated / "tiny-32.pt"
+    finally:
+        good.close()
+    assert sorted(p.name for p in models_isolated.iterdir()) == ["tiny-32.pt"]
