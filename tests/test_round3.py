@@ -362,3 +362,31 @@ def test_a_download_killed_by_sigkill_leaves_a_temp_file_that_the_next_download_
     finally:
         good.close()
     assert sorted(p.name for p in models_isolated.iterdir()) == ["tiny-32.pt"]
+
+
+# --- 5. a missing torchrun peer: one line after a short rendezvous timeout, not 30 silent minutes ---------
+
+
+@pytest.mark.parametrize("rank, missing", [(0, "the other 1 rank(s) did not all join"), (1, "rank 0 did not answer")])
+def test_a_rank_whose_peer_never_starts_stops_with_one_line_naming_it(tmp_path, rank, missing):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "WORLD_SIZE": "2",
+                        "RANK": str(rank), "LOCAL_RANK": str(rank), "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(port), "COLORLAB_RENDEZVOUS_TIMEOUT": "3"}
+    began = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "colorlab", *train_argv(tmp_path / "run"), "--device", "cpu"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert time.monotonic() - began < 120  # torch's default would wait 30 minutes
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"colorlab train: error: rank {rank} of 2: {missing} at 127.0.0.1:{port} "
+                           "(MASTER_ADDR:MASTER_PORT) within 3 s")
+    assert not (tmp_path / "run").exists()
