@@ -390,3 +390,30 @@ def test_a_rank_whose_peer_never_starts_stops_with_one_line_naming_it(tmp_path, 
     assert line.startswith(f"colorlab train: error: rank {rank} of 2: {missing} at 127.0.0.1:{port} "
                            "(MASTER_ADDR:MASTER_PORT) within 3 s")
     assert not (tmp_path / "run").exists()
+
+
+# --- 10. the fast colorize path computes what colorlab.color computes ------------------------------------
+
+
+def test_the_lookup_table_path_matches_colorlab_colors_float_conversion_within_one_level():
+    """`apply_ab` (float32 numpy, sRGB lookup tables) against the reference: `color.rgb_to_lab` for L,
+    `F.interpolate` for the ab upsampling and `color.lab_to_rgb` (float32 inside). Tolerance: one
+    8-bit level, the rounding of a value that lies within float32 error (~1e-6) of a half step; the
+    encoding table's own step (1/65536 of linear light) is under 0.06 of a level."""
+    import torch.nn.functional as F
+
+    from colorlab.color import lab_to_rgb, rgb_to_lab
+    from colorlab.colorize import apply_ab
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8)  # every kind of colour, sharp detail
+    ab_small = (rng.uniform(-80, 80, size=(2, 8, 8))).astype(np.float32)
+    result = np.asarray(apply_ab(Image.fromarray(pixels), ab_small)).astype(int)
+
+    rgb = torch.from_numpy(pixels).permute(2, 0, 1)[None].double() / 255
+    L = rgb_to_lab(rgb)[:, :1]
+    ab = F.interpolate(torch.from_numpy(ab_small)[None].double(), size=(37, 53), mode="bilinear",
+                       align_corners=False)
+    reference = (lab_to_rgb(torch.cat([L, ab], 1))[0].permute(1, 2, 0).numpy() * 255).round().astype(int)
+    difference = np.abs(result - reference)
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.01, (difference.max(), (difference > 0).mean())
