@@ -48,6 +48,29 @@ print(json.dumps({"import_s": imported - began, "model_s": loaded - imported, "r
 """
 
 
+PROFILE = """
+import cProfile, pstats, sys, time
+pr = cProfile.Profile(time.process_time)  # CPU time: less distorted by a shared machine than wall time
+pr.enable()
+from colorlab.checkpoint import load_generator
+load_generator(sys.argv[1])
+pr.disable()
+first = pstats.Stats(pr).get_stats_profile().func_profiles
+from colorlab.colorize import colorize_files
+pr = cProfile.Profile(time.process_time)
+pr.enable()
+colorize_files([sys.argv[2]], sys.argv[3], sys.argv[1], device="cpu")
+pr.disable()
+stats = pstats.Stats(pr).get_stats_profile().func_profiles
+parts = {"network (predict_ab)": "predict_ab", "full-resolution colour (apply_ab)": "apply_ab",
+         "PNG encoding (Image.save)": "save", "decoding (load_for_colorize)": "load_for_colorize",
+         "warm model load (load_generator)": "load_generator"}
+for label, name in parts.items():
+    print(f"{label}: {sum(p.cumtime for f, p in stats.items() if f == name):.3f} s CPU")
+print(f"first model load, imports included: {sum(p.cumtime for f, p in first.items() if f == 'load_generator'):.3f} s CPU")
+"""
+
+
 def photo(width: int, height: int, seed: int) -> Image.Image:
     """Smooth colours plus pixel noise: JPEG and PNG sizes like a real photo's, not like a flat test card's."""
     rng = np.random.default_rng(seed)
@@ -86,6 +109,8 @@ def main() -> int:
     parser.add_argument("--before", default="388ca8b", help="the commit measured as 'before'")
     parser.add_argument("--small", type=int, default=24, help="number of 640x480 photos")
     parser.add_argument("--checkpoint", type=Path, default=None)
+    parser.add_argument("--profile", action="store_true",
+                        help="instead: where the after code spends its CPU time (cProfile), per part")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -99,6 +124,15 @@ def main() -> int:
             photo(640, 480, i).save(tmp / "small" / f"p{i:03d}.jpg", quality=90)
         photo(4000, 3000, 99).save(tmp / "big.jpg", quality=90)
         checkpoint = args.checkpoint or default_checkpoint(tmp)
+        if args.profile:
+            for label, inputs in [(f"{args.small} photos of 640x480", tmp / "small"), ("one 12 MP photo", tmp / "big.jpg")]:
+                result = subprocess.run([sys.executable, "-c", PROFILE, str(checkpoint), str(inputs),
+                                         str(tmp / f"out-profile-{inputs.name}")], capture_output=True, text=True,
+                                        check=True, env=os.environ | {"PYTHONPATH": str(ROOT)})
+                print(f"{label}:\n{result.stdout}")
+            print(f"`python benchmarks/colorize_speed.py --profile --small {args.small}` on {datetime.date.today()}, "
+                  f"model {checkpoint.name}, 1-minute load average {os.getloadavg()[0]:.1f}")
+            return 0
         load = [os.getloadavg()[0]]
         rows = []
         for label, inputs in [(f"{args.small} photos of 640x480 (0.3 MP)", tmp / "small"),

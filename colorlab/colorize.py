@@ -8,10 +8,16 @@ The input is always converted to Lab L first, never "channel 0 of RGB" (a bug of
 
 Memory: the full-size photo is never converted to float as a whole. The upsampled ab, the
 Lab -> RGB conversion and the result are computed strip by strip (`STRIP_PIXELS` pixels at a
-time) and pasted into the output picture, so besides the decoded photo and the output (4 bytes
-per pixel each in PIL) the work needs a few MB whatever the photo's size. Measured peak RSS
-growth for a 4000x3000 photo: 77 MB, against 1454 MB when the whole photo went through float
-tensors at once (see docs/reliability.md for the command).
+time), so besides the decoded photo and the output (3 bytes per pixel each) the work needs a few
+MB whatever the photo's size (tests/test_colorize_memory.py bounds it; docs/reliability.md has the
+measurements).
+
+Speed (benchmarks/colorize_speed.py, docs/performance.md): photos are predicted in batches
+(`BATCH_IMAGES`, `BATCH_PIXELS`), the full-resolution colour work runs in float32 numpy with
+lookup tables for the sRGB curves instead of a power function per pixel, and PNGs are written
+with zlib level 1 (`PNG_COMPRESS_LEVEL`). Each PNG is still written atomically and fsync'ed.
+`predict_ab` (network) and `apply_ab` (full-resolution colour) are the two halves of
+`colorize_image`, for other predictors (any callable from normalised L to normalised ab).
 Photos above `MAX_PIXELS` are decoded downscaled (JPEG only, by 2, 4 or 8 per side) and a
 `DownscaledWarning` says so; other formats that large are refused with one line.
 
