@@ -288,6 +288,14 @@ def main(argv: list[str] | None = None) -> int:
     except expected as err:
         print(f"colorlab {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except RuntimeError as err:  # under torchrun: another rank died (killed, out of memory): one line per rank
+        from .distributed import lost_a_rank
+
+        if not lost_a_rank(err):
+            raise
+        print(f"colorlab {args.command}: error: rank {os.environ.get('RANK')} lost contact with another rank "
+              f"({_one_line(err)[:160]})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as err:  # training has saved a checkpoint first (see colorlab.train)
         hint = "; run the same command with --resume to continue" if args.command == "train" else ""
         print(f"colorlab {args.command}: {_one_line(err) or 'interrupted'}{hint}", file=sys.stderr)

@@ -303,10 +303,45 @@ def convert_batchnorm(net: nn.Module, device: torch.device) -> None:
             module.__class__ = AllReduceBatchNorm  # a subclass adding no state: a safe in-place swap
 
 
+TORCHRUN = "from colorlab.distributed import torchrun; import sys; sys.exit(torchrun(sys.argv[1:]))"
+
+
 def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
-    """The launcher line for `colorlab ARGV` on `nproc` processes of this machine."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "colorlab", *argv]
+    """The launcher line for `colorlab ARGV` on `nproc` processes of this machine: torchrun, via `torchrun`."""
+    return [sys.executable, "-c", TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", "-m", "colorlab", *argv]
+
+
+def torchrun(args: list[str]) -> int:
+    """torchrun (`python -m torch.distributed.run ARGS`), with a rank's failure reported in one line.
+
+    torchrun itself reports a rank killed by a signal (SIGKILL, the out-of-memory killer) with its
+    own traceback and a 30-line table; here it is one line naming the rank, its process and the
+    signal or exit code. The ranks' own output (progress bars, their one-line errors) is unchanged.
+    """
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its log lines repeat the failure
+    try:
+        run(get_args_parser().parse_args(args))
+    except ChildFailedError as err:
+        rank, failure = err.get_first_failure()
+        how = (f"was killed by {failure.signal_name()}" if failure.exitcode < 0
+               else f"exited with code {failure.exitcode}")
+        print(f"colorlab: rank {rank} (process {failure.pid}) {how}; torchrun stopped the other ranks "
+              "(for `train`, the same command with --resume continues from the last checkpoint)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def lost_a_rank(err: BaseException) -> bool:
+    """True for the error a rank gets when another rank of its job died (gloo/NCCL connection closed or reset)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    return isinstance(err, getattr(dist, "DistError", ())) or any(
+        word in str(err) for word in ("gloo", "NCCL", "Connection closed", "Connection reset"))
 
 
 def launch(nproc: int, argv: list[str]) -> None:
@@ -315,10 +350,10 @@ def launch(nproc: int, argv: list[str]) -> None:
     torchrun then receives the signals (Ctrl-C, SIGTERM) and forwards them to every rank.
     """
     command = torchrun_command(nproc, argv)
-    print("running: python " + " ".join(command[1:]), file=sys.stderr, flush=True)
+    print("running: torchrun " + " ".join(command[3:]), file=sys.stderr, flush=True)
     os.execv(command[0], command)
 
 
 __all__ = ["AllReduceBatchNorm", "Dist", "RendezvousError", "SYNC_BN_BELOW", "barrier", "convert_batchnorm", "current", "launch", "main_first",
            "on_main",
-           "reduce_mean", "setup", "shard", "stop_agreed", "torchrun_command", "unwrap", "use_sync_bn", "wrap"]
+           "reduce_mean", "lost_a_rank", "setup", "shard", "stop_agreed", "torchrun", "torchrun_command", "unwrap", "use_sync_bn", "wrap"]

@@ -412,3 +412,50 @@ def test_the_lookup_table_path_matches_colorlab_colors_float_conversion_within_o
     reference = (lab_to_rgb(torch.cat([L, ab], 1))[0].permute(1, 2, 0).numpy() * 255).round().astype(int)
     difference = np.abs(result - reference)
     assert difference.max() <= 1 and (difference > 0).mean() < 0.01, (difference.max(), (difference > 0).mean())
+
+
+def _process_of_rank(rank: int, parent_argv_part: str) -> int | None:
+    """The process id of torchrun's rank `rank` whose command line contains `parent_argv_part` (Linux /proc)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if (proc.name.isdigit() and parent_argv_part in (proc / "cmdline").read_bytes().decode(errors="replace")
+                    and f"\0RANK={rank}\0" in "\0" + (proc / "environ").read_bytes().decode(errors="replace")):
+                return int(proc.name)
+        except OSError:  # gone, or not ours to read
+            continue
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank's process through Linux /proc")
+def test_a_sigkilled_rank_ends_the_job_with_one_line_per_process_not_tracebacks(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "ddp-run"
+    log = tmp_path / "stderr.txt"
+    argv = train_argv(out, epochs="50", n_images="40") + ["--device", "cpu", "--nproc", "2"]
+    with open(log, "w") as stderr:
+        job = subprocess.Popen([sys.executable, "-m", "colorlab", *argv], stdout=subprocess.DEVNULL, stderr=stderr,
+                               env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+        try:
+            deadline, victim = time.monotonic() + 240, None
+            while time.monotonic() < deadline and job.poll() is None:
+                victim = _process_of_rank(1, str(out))
+                if victim and "gan epoch" in log.read_text():
+                    break
+                time.sleep(0.5)
+            assert victim, log.read_text()
+            os.kill(victim, signal.SIGKILL)
+            assert job.wait(timeout=240) == 1
+        finally:
+            if job.poll() is None:
+                job.kill()
+    lines = [line for line in log.read_text().replace("\r", "\n").splitlines()
+             if line.strip() and "epoch" not in line and not line.startswith("W")]  # progress bars, torchrun's banner
+    assert "Traceback" not in log.read_text()
+    assert lines[-1] == (f"colorlab: rank 1 (process {victim}) was killed by SIGKILL; torchrun stopped the other ranks "
+                         "(for `train`, the same command with --resume continues from the last checkpoint)")
+    assert all(line.startswith(("colorlab", "precision on", "caching images")) for line in lines), lines
