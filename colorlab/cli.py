@@ -1,7 +1,8 @@
 """The `colorlab` command: train a recipe, colorize photos, list published models, build and grade assignments.
 
 Exit codes: 0 done; 1 `colorize` failed on some inputs (one `error:` line each, the others are
-written) or stopped because an output could not be written (disk full); 2 a bad argument, data
+written) or stopped because an output could not be written (disk full), or a rank of a distributed
+run lost another rank (killed); 2 a bad argument, data
 source or checkpoint (one `error:` line, no traceback);
 130 interrupted by Ctrl-C or SIGTERM (`train` saves a checkpoint first: rerun with --resume).
 """
