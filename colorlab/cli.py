@@ -1,7 +1,8 @@
 """The `colorlab` command: train a recipe, colorize photos, list published models, build and grade assignments.
 
 Exit codes: 0 done; 1 `colorize` failed on some inputs (one `error:` line each, the others are
-written) or stopped because an output could not be written (disk full); 2 a bad argument, data
+written) or stopped because an output could not be written (disk full), or a rank of a distributed
+run lost another rank (killed); 2 a bad argument, data
 source or checkpoint (one `error:` line, no traceback);
 130 interrupted by Ctrl-C or SIGTERM (`train` saves a checkpoint first: rerun with --resume).
 """
@@ -13,8 +14,11 @@ import json
 import os
 import sys
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict
 from pathlib import Path
+
+from . import runs
 
 from .data import COCO_CAP
 from .losses import GAN_MODES
@@ -25,6 +29,23 @@ from .runtime import pick_device
 
 def _weights(value: str) -> str | None:
     return None if value.lower() == "none" else value
+
+
+def _integer(high: int, low: int | None = None):
+    """An argparse type: an integer up to `high` (and from `low`), so that a mistyped 10**20 is refused while
+    parsing, in one line; the lower bounds of most settings are `RunConfig`'s to check, with its own messages."""
+    def parse(value: str) -> int:
+        number = int(value)  # a ValueError: argparse's own "invalid int value" line
+        if number > high:
+            raise argparse.ArgumentTypeError(f"must be at most {high:_}, got {value}")
+        if low is not None and number < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return number
+    parse.__name__ = "int"
+    return parse
+
+
+MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, MAX_SEED = (runs.LIMITS[key] for key in ("batch_size", "epochs", "n_images", "seed"))
 
 
 def _device(value: str) -> str:
@@ -44,21 +65,21 @@ def _add_train(sub) -> None:
                    help=f"coco | offline | shared | a folder of photos (default: {RunConfig.data}; offline with --offline)")
     p.add_argument("--offline", action="store_true",
                    help="no downloads: --data offline (unless --data names a local source) and --weights none")
-    p.add_argument("--n-images", type=int, default=None,
+    p.add_argument("--n-images", type=_integer(MAX_IMAGES), default=None,
                    help=f"cap on train+val images (default: all; coco: {COCO_CAP})")
     p.add_argument("--size", type=int, default=RunConfig.size)
-    p.add_argument("--batch-size", type=int, default=RunConfig.batch_size,
+    p.add_argument("--batch-size", type=_integer(MAX_BATCH), default=RunConfig.batch_size,
                    help="images per process and step; with --nproc N the global batch is N times this")
-    p.add_argument("--epochs", type=int, default=RunConfig.epochs, help="GAN (or classification) epochs")
-    p.add_argument("--pretrain-epochs", type=int, default=RunConfig.pretrain_epochs,
+    p.add_argument("--epochs", type=_integer(MAX_EPOCHS), default=RunConfig.epochs, help="GAN (or classification) epochs")
+    p.add_argument("--pretrain-epochs", type=_integer(MAX_EPOCHS), default=RunConfig.pretrain_epochs,
                    help="L1-only epochs (resnet18 recipe)")
     p.add_argument("--weights", type=_weights, default=RunConfig.weights,
                    help=f"resnet18 backbone: imagenet | none | path/to/resnet18.pth (default: {RunConfig.weights})")
     p.add_argument("--gan-mode", choices=GAN_MODES, default=RunConfig.gan_mode)
     p.add_argument("--lambda-l1", type=float, default=RunConfig.lambda_l1)
     p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:1 ...")
-    p.add_argument("--seed", type=int, default=RunConfig.seed)
-    p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--seed", type=_integer(MAX_SEED, low=0), default=RunConfig.seed)
+    p.add_argument("--num-workers", type=_integer(1024, low=0), default=None)
     p.add_argument("--out", default=None, help="run folder (default: runs/RECIPE)")
     p.add_argument("--run-root", default=None,
                    help="instead of --out: a folder named as the chapters name theirs, under RUN_ROOT, so that "
@@ -109,9 +130,7 @@ def _train(args) -> int:
     if args.run_root is not None:
         if args.out is not None:
             raise ValueError("give --out or --run-root, not both")
-        from .runs import chapter_run_dir
-
-        out = str(chapter_run_dir(args.recipe, args.run_root, data, n_images, args.seed, args.size, weights))
+        out = str(runs.chapter_run_dir(args.recipe, args.run_root, data, n_images, args.seed, args.size, weights))
     config = RunConfig(recipe=args.recipe, data=data, n_images=n_images, size=args.size,
                        batch_size=args.batch_size, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
                        weights=weights, gan_mode=args.gan_mode, lambda_l1=args.lambda_l1, device=args.device,
@@ -119,9 +138,16 @@ def _train(args) -> int:
                        num_workers=args.num_workers, cache=args.cache, init=args.init)
     from .recipes import run
 
-    if args.resume and not any((Path(config.out) / f"{stage}.pt").is_file() for stage in RECIPES[config.recipe]):
+    resuming = args.resume and any((Path(config.out) / f"{stage}.pt").is_file() for stage in RECIPES[config.recipe])
+    if args.resume and not resuming:
         print(f"colorlab train: no checkpoint in {config.out}/ to resume from; starting a new run", file=sys.stderr)
-    summary = run(config)
+    identity = runs.run_identity(asdict(config), int(os.environ.get("WORLD_SIZE", "1")))
+    with _run_folder(config.out, "colorlab train"):
+        if resuming:
+            runs.check_resume(config.out, identity)
+        if _is_main_rank() and not (resuming and (Path(config.out) / runs.RUN_FILE).is_file()):
+            runs.record_identity(config.out, identity)
+        summary = run(config)
     if summary is None:  # another rank of a torchrun job: rank 0 reports
         return 0
     print(json.dumps(summary["metrics"], indent=1))
@@ -129,10 +155,22 @@ def _train(args) -> int:
     return 0
 
 
+def _is_main_rank() -> bool:
+    """True outside torchrun and in its rank 0, the process that writes the run's files."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _run_folder(folder: str, who: str):
+    """The run folder's lock (`runs.run_lock`), held by the process that writes it: rank 0 under torchrun."""
+    return runs.run_lock(folder, who) if _is_main_rank() else nullcontext(Path(folder))
+
+
 def _add_colorize(sub) -> None:
     p = sub.add_parser("colorize", help="colorize photos with a trained checkpoint")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--out", required=True, help="output folder for the *_color.png files")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace outputs that exist already (default: skip their inputs, saying so in one line)")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--checkpoint", help="a colorlab checkpoint (gan.pt or pretrain.pt)")
     model.add_argument("--model", help="a published model by name (see `colorlab models`); with neither option, "
@@ -158,7 +196,7 @@ def _colorize(args) -> int:
     stopped = None
     try:
         written, failures = colorize_files(args.inputs, args.out, checkpoint, device=args.device,
-                                           engine=args.engine)
+                                           engine=args.engine, overwrite=args.overwrite)
     except ColorizeStopped as err:  # e.g. disk full: the outputs written so far are complete
         written, failures, stopped = err.written, err.failures, err
     for _, message in failures:
@@ -190,17 +228,20 @@ def _experiment(args) -> int:
 
     command = f"colorlab experiment --config {args.config} --out {args.out} --device {args.device}"
     config = ExperimentConfig.from_yaml(args.config)
-    if args.from_published:
-        summary = evaluate_published(config, args.out, device=args.device, command=command + " --from-published")
-        wrote = (f"wrote {args.out}/ (metrics.json, grid.png, old_photos.png when the old photos are here); "
-                 f"{summary['missing']['losses.png']}")
-    else:
-        if args.export_models:
-            command += f" --export-models {args.export_models}"
-        summary = run_experiment(config, args.out, device=args.device, command=command, export=args.export_models)
-        if summary is None:  # another rank of a torchrun job: rank 0 reports
-            return 0
-        wrote = f"wrote {args.out}/ (metrics.json, grid.png, losses.png); stage seconds: {summary['seconds']}"
+    with _run_folder(args.out, "colorlab experiment"):
+        if args.from_published:
+            summary = evaluate_published(config, args.out, device=args.device,
+                                         command=command + " --from-published")
+            wrote = (f"wrote {args.out}/ (metrics.json, grid.png, old_photos.png when the old photos are here); "
+                     f"{summary['missing']['losses.png']}")
+        else:
+            if args.export_models:
+                command += f" --export-models {args.export_models}"
+            summary = run_experiment(config, args.out, device=args.device, command=command,
+                                     export=args.export_models)
+            if summary is None:  # another rank of a torchrun job: rank 0 reports
+                return 0
+            wrote = f"wrote {args.out}/ (metrics.json, grid.png, losses.png); stage seconds: {summary['seconds']}"
     for model, metrics in summary["metrics"].items():
         print(f"{model:>15}: " + "  ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
     print(wrote)
@@ -259,6 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     except expected as err:
         print(f"colorlab {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except RuntimeError as err:  # under torchrun: another rank died (killed, out of memory): one line per rank
+        from .distributed import lost_a_rank
+
+        if not lost_a_rank(err):
+            raise
+        print(f"colorlab {args.command}: error: rank {os.environ.get('RANK')} lost contact with another rank "
+              f"({_one_line(err)[:160]})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as err:  # training has saved a checkpoint first (see colorlab.train)
         hint = "; run the same command with --resume to continue" if args.command == "train" else ""
         print(f"colorlab {args.command}: {_one_line(err) or 'interrupted'}{hint}", file=sys.stderr)
@@ -276,14 +325,14 @@ def _skipped_images_one_per_line(prefix: str):
     A bad photo in a folder is expected, not a bug in the code that noticed it. Other warnings
     keep their usual format; `warnings.catch_warnings` restores everything afterwards.
     """
-    from .colorize import DownscaledWarning
+    from .colorize import DownscaledWarning, SkippedOutputWarning
     from .io import SkippedImageWarning
 
     with warnings.catch_warnings():
         show_others = warnings.showwarning
 
         def show(message, category, filename, lineno, file=None, line=None):
-            if issubclass(category, (SkippedImageWarning, DownscaledWarning)):
+            if issubclass(category, (SkippedImageWarning, DownscaledWarning, SkippedOutputWarning)):
                 print(f"{prefix}: warning: {message}", file=file or sys.stderr)
             else:
                 show_others(message, category, filename, lineno, file, line)

@@ -8,18 +8,31 @@ The input is always converted to Lab L first, never "channel 0 of RGB" (a bug of
 
 Memory: the full-size photo is never converted to float as a whole. The upsampled ab, the
 Lab -> RGB conversion and the result are computed strip by strip (`STRIP_PIXELS` pixels at a
-time) and pasted into the output picture, so besides the decoded photo and the output (4 bytes
-per pixel each in PIL) the work needs a few MB whatever the photo's size. Measured peak RSS
-growth for a 4000x3000 photo: 77 MB, against 1454 MB when the whole photo went through float
-tensors at once (see docs/reliability.md for the command).
+time), so besides the decoded photo and the output (3 bytes per pixel each) the work needs a few
+MB whatever the photo's size (tests/test_colorize_memory.py bounds it; docs/reliability.md has the
+measurements).
+
+Speed (benchmarks/colorize_speed.py, docs/performance.md): photos are predicted in batches
+(`BATCH_IMAGES`, `BATCH_PIXELS`), the full-resolution colour work runs in float32 numpy with
+lookup tables for the sRGB curves instead of a power function per pixel, and PNGs are written
+with zlib level 1 (`PNG_COMPRESS_LEVEL`). Each PNG is still written atomically and fsync'ed.
+`predict_ab` (network) and `apply_ab` (full-resolution colour) are the two halves of
+`colorize_image`, for other predictors (any callable from normalised L to normalised ab).
 Photos above `MAX_PIXELS` are decoded downscaled (JPEG only, by 2, 4 or 8 per side) and a
 `DownscaledWarning` says so; other formats that large are refused with one line.
+
+Nothing of the user's is overwritten: an input whose `<stem>_color.png` already exists is skipped
+(unless `overwrite`), and files named like outputs inside the output folder are never taken as
+inputs when a folder is expanded (rerunning `colorize photos -o photos/colorized` would otherwise
+colorize its own results into `a_color_color.png`). One `SkippedOutputWarning` names what was skipped.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,17 +43,30 @@ from tqdm import tqdm  # plain text bars: notebooks without ipywidgets too
 
 from .atomic import WriteError, atomic_write
 from .checkpoint import load_generator
-from .color import AB_SCALE, L_SCALE, lab_to_rgb, rgb_to_lab
+from . import color
+from .color import _D65_WHITE, _EPS, _KAPPA, AB_SCALE, L_SCALE, rgb_to_lab
 from .io import DEFAULT_MAX_PIXELS, ImageLoadError, image_size, list_images, load_rgb
 from .runtime import pick_device
 
 MAX_PIXELS = DEFAULT_MAX_PIXELS  # colorized at full resolution up to this many pixels (40 MP)
 STRIP_PIXELS = 1 << 16  # pixels converted at once: the Lab conversions make ~20 float temporaries of a strip
 _JPEG_SCALES = (1, 2, 4, 8)  # the reductions a JPEG decoder can apply while decoding
+BATCH_IMAGES = 16  # photos predicted in one forward pass...
+BATCH_PIXELS = 16_000_000  # ... unless their decoded pixels would pass this (a batch is held decoded at once)
+PNG_COMPRESS_LEVEL = 1  # zlib level 1: about 4x faster than the default 6 on a 12 MP photo, files ~10-20% larger
+_XYZ_FROM_RGB, _RGB_FROM_XYZ = color._XYZ_FROM_RGB.numpy(), color._RGB_FROM_XYZ.numpy()  # colorlab.color's matrices
+Predictor = Callable[[torch.Tensor], torch.Tensor]  # normalised L (B, 1, s, s) -> normalised ab (B, 2, s, s)
+
+
+OUTPUT_SUFFIX = "_color.png"  # <stem>_color.png: what colorize writes, and what it never reads back from its folder
 
 
 class DownscaledWarning(UserWarning):
     """A photo too large to colorize at full resolution was colorized downscaled (the message says how much)."""
+
+
+class SkippedOutputWarning(UserWarning):
+    """Inputs left alone because their output exists (no `overwrite`) or they are outputs themselves (one per call)."""
 
 
 class ColorizeStopped(WriteError):
@@ -51,49 +77,108 @@ class ColorizeStopped(WriteError):
         self.written, self.failures = written, failures
 
 
-@torch.no_grad()
-def colorize_image(generator: nn.Module, image: Image.Image, size: int, device: str | torch.device = "cpu") -> Image.Image:
-    """Colorize one RGB (or grayscale-as-RGB) PIL image; returns an RGB image of the same size."""
-    generator.eval()
+def colorize_image(generator: Predictor, image: Image.Image, size: int,
+                   device: str | torch.device = "cpu") -> Image.Image:
+    """Colorize one RGB (or grayscale-as-RGB) PIL image; returns an RGB image of the same size.
+
+    `generator` is any predictor: a colorlab generator, or a callable with the same contract
+    (normalised L, shape (B, 1, size, size), in; normalised ab, (B, 2, size, size), out).
+    """
     image = image if image.mode == "RGB" else image.convert("RGB")
+    return apply_ab(image, predict_ab(generator, [image], size, device)[0])
+
+
+@torch.inference_mode()
+def predict_ab(generator: Predictor, images: list[Image.Image], size: int,
+               device: str | torch.device = "cpu") -> list[np.ndarray]:
+    """The predicted ab (Lab units, float32, shape (2, size, size)) of each RGB image, in one forward pass.
+
+    Small photos are colorized in groups: one forward pass of 16 images costs far less than 16 of one.
+    """
+    if isinstance(generator, nn.Module):
+        generator.eval()
+    small = np.stack([np.asarray(image.resize((size, size), Image.Resampling.BILINEAR)) for image in images])
+    rgb = torch.from_numpy(small).to(device).permute(0, 3, 1, 2).float() / 255
+    L = rgb_to_lab(rgb)[:, :1]
+    ab = generator(L / L_SCALE - 1.0).float().clamp(-1, 1) * AB_SCALE
+    return list(ab.cpu().numpy())
+
+
+def apply_ab(image: Image.Image, ab_small: np.ndarray) -> Image.Image:
+    """The RGB photo with its own full-resolution L and `ab_small` upsampled bilinearly to its size.
+
+    Strip by strip (`STRIP_PIXELS`), in float32 numpy with lookup tables for the sRGB curves
+    (`_srgb_tables`): the same formulas as `colorlab.color`, but no power function per pixel.
+    """
     width, height = image.size
-    small = np.asarray(image.resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255
-    L_small = rgb_to_lab(torch.from_numpy(small).permute(2, 0, 1)[None].to(device))[:, :1]
-    ab_small = generator(L_small / L_SCALE - 1.0).float().clamp(-1, 1) * AB_SCALE
-    columns = _linear_weights(size, width, 0, width, device)
-    out = Image.new("RGB", image.size)
+    to_linear, to_srgb = _srgb_tables()
+    columns = _linear_weights(ab_small.shape[-1], width, 0, width)
     rows_per_strip = max(1, STRIP_PIXELS // width)
+    pixels = np.asarray(image)
+    out = np.empty_like(pixels)
     for top in range(0, height, rows_per_strip):
         bottom = min(height, top + rows_per_strip)
-        strip = np.asarray(image.crop((0, top, width, bottom)), dtype=np.float32) / 255
-        L = rgb_to_lab(torch.from_numpy(strip).permute(2, 0, 1)[None].to(device))[:, :1]
-        ab = _resample(_resample(ab_small, -2, _linear_weights(size, height, top, bottom, device)), -1, columns)
-        rgb = lab_to_rgb(torch.cat([L, ab], 1))[0]
-        pixels = (rgb.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
-        out.paste(Image.fromarray(pixels), (0, top))
-    return out
+        ab = _resample(_resample(ab_small, 1, _linear_weights(ab_small.shape[-2], height, top, bottom)), 2, columns)
+        out[top:bottom] = _lab_to_srgb8(_fy(to_linear[pixels[top:bottom]]), ab, to_srgb)
+    return Image.fromarray(out)
 
 
-def _linear_weights(n_in: int, n_out: int, start: int, stop: int,
-                    device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+_SRGB_STEPS = 1 << 16  # linear light is rounded to 1/65536 before encoding: under 0.06 of an 8-bit step
+
+
+@functools.lru_cache(maxsize=1)
+def _srgb_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(8-bit sRGB -> linear light, float32[256]; linear light * _SRGB_STEPS -> 8-bit sRGB, uint8[_SRGB_STEPS + 1])."""
+    code = np.arange(256) / 255
+    to_linear = np.where(code > 0.04045, ((code + 0.055) / 1.055) ** 2.4, code / 12.92).astype(np.float32)
+    linear = np.arange(_SRGB_STEPS + 1) / _SRGB_STEPS
+    srgb = np.where(linear > 0.0031308, 1.055 * np.maximum(linear, 0.0031308) ** (1 / 2.4) - 0.055, 12.92 * linear)
+    return to_linear, np.round(np.clip(srgb, 0, 1) * 255).astype(np.uint8)
+
+
+def _f(t: np.ndarray) -> np.ndarray:
+    """CIE Lab's companding function (cube root, linear near black)."""
+    return np.where(t > _EPS, np.cbrt(np.maximum(t, _EPS)), _KAPPA * t + np.float32(16 / 116))
+
+
+def _f_inverse(f: np.ndarray) -> np.ndarray:
+    cube = f * f * f
+    return np.where(cube > _EPS, cube, (f - np.float32(16 / 116)) / _KAPPA)
+
+
+def _fy(linear: np.ndarray) -> np.ndarray:
+    """f(Y) of linear RGB (..., 3): lightness L is 116 f(Y) - 16, and all that Lab -> RGB needs of it."""
+    return _f(linear @ _XYZ_FROM_RGB[1].astype(np.float32))
+
+
+def _lab_to_srgb8(fy: np.ndarray, ab: np.ndarray, to_srgb: np.ndarray) -> np.ndarray:
+    """8-bit sRGB (rows, width, 3) of f(Y) (rows, width) and ab (2, rows, width), as `color.lab_to_rgb` computes it."""
+    white = np.asarray(_D65_WHITE, dtype=np.float32)
+    xyz = np.stack([_f_inverse(fy + ab[0] / 500) * white[0], _f_inverse(fy) * white[1],
+                    _f_inverse(np.maximum(fy - ab[1] / 200, 0)) * white[2]], axis=-1)
+    linear = np.clip(xyz @ _RGB_FROM_XYZ.T.astype(np.float32), 0, 1)
+    return to_srgb[(linear * _SRGB_STEPS + 0.5).astype(np.int32)]
+
+
+def _linear_weights(n_in: int, n_out: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices and weights of outputs `start..stop` when resizing `n_in` -> `n_out` samples linearly.
 
     The same sampling as `F.interpolate(mode="bilinear", align_corners=False)` along one axis, but
     for a slice of the output only, so that the full-size ab never has to exist at once.
     """
-    position = ((torch.arange(start, stop, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp(min=0)
-    low = position.floor().long().clamp(max=n_in - 1)
-    high = (low + 1).clamp(max=n_in - 1)
-    return low.to(device), high.to(device), (position - low).float().to(device)
+    position = np.maximum((np.arange(start, stop, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0)
+    low = np.minimum(np.floor(position).astype(np.int64), n_in - 1)
+    high = np.minimum(low + 1, n_in - 1)
+    return low, high, (position - low).astype(np.float32)
 
 
-def _resample(values: torch.Tensor, dim: int, weights: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Linear interpolation of `values` along `dim` with `_linear_weights`."""
+def _resample(values: np.ndarray, axis: int, weights: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Linear interpolation of `values` along `axis` with `_linear_weights`."""
     low, high, fraction = weights
-    shape = [1] * values.dim()
-    shape[dim] = -1
-    fraction = fraction.view(shape)
-    return values.index_select(dim, low) * (1 - fraction) + values.index_select(dim, high) * fraction
+    shape = [1] * values.ndim
+    shape[axis] = -1
+    fraction = fraction.reshape(shape)
+    return np.take(values, low, axis) * (1 - fraction) + np.take(values, high, axis) * fraction
 
 
 def load_for_colorize(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -109,27 +194,38 @@ def load_for_colorize(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.I
     return image
 
 
-def expand_inputs(inputs: list[str | Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """(files, failures): files as given, folders expanded to their images (`io.list_images`).
+def expand_inputs(inputs: list[str | Path], out_dir: str | Path | None = None
+                  ) -> tuple[list[Path], list[tuple[Path, str]], list[Path]]:
+    """(files, failures, outputs): files as given, folders expanded to their images (`io.list_images`).
 
     A missing file is kept, for `load_rgb` to report; a folder without images is a failure.
+    Images found in a folder that lie inside `out_dir` and are named like outputs (`*_color.png`)
+    are returned apart as `outputs`: they are colorize's own results, not photos to colorize.
+    A file given by name is always an input.
     """
     paths: list[Path] = []
     failures: list[tuple[Path, str]] = []
+    outputs: list[Path] = []
+    out_resolved = Path(out_dir).resolve() if out_dir is not None else None
     for item in map(Path, inputs):
         if not item.is_dir():
             paths.append(item)
             continue
         try:
-            paths += list_images(item)
+            found = list_images(item)
         except FileNotFoundError as err:
             failures.append((item, str(err)))
-    return paths, failures
+            continue
+        for path in found:
+            is_output = (out_resolved is not None and path.name.endswith(OUTPUT_SUFFIX)
+                         and path.resolve().is_relative_to(out_resolved))
+            (outputs if is_output else paths).append(path)
+    return paths, failures, outputs
 
 
 def colorize_files(
     inputs: list[str | Path], out_dir: str | Path, checkpoint: str | Path, device: str | torch.device = "auto",
-    engine: str = "torch",
+    engine: str = "torch", overwrite: bool = False,
 ) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Colorize every input file (or folder of images) into `out_dir` as PNG: (written, failures).
 
@@ -140,6 +236,8 @@ def colorize_files(
     Each PNG is written atomically, so a failed one leaves no partial file behind.
     Outputs are named `<stem>_color.png`, `<stem>_2_color.png`... when two inputs share a stem.
     `engine` "onnx" runs the generator through ONNX Runtime on the CPU (`colorlab.onnx_engine`).
+    An existing output is never replaced unless `overwrite`: its input is skipped, and one
+    `SkippedOutputWarning` lists the skipped inputs and the output folder's own results left out.
     """
     if isinstance(inputs, (str, Path)) or not inputs:
         raise ValueError(f"inputs must be a non-empty list of image files or folders, got {inputs!r}")
@@ -156,28 +254,76 @@ def colorize_files(
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     taken: set[Path] = set()
-    paths, failures = expand_inputs(inputs)
-    for done, path in enumerate(tqdm(paths, desc="colorize", disable=len(paths) < 2)):
-        try:
-            result = colorize_image(generator, load_for_colorize(path), spec["size"], device)
-        except ImageLoadError as err:
-            failures.append((path, str(err)))
-            continue
+    paths, failures, own_outputs = expand_inputs(inputs, out_dir)
+    existing: list[Path] = []
+    todo: list[tuple[Path, Path]] = []
+    for path in paths:
         target = _unused_name(out_dir, path.stem, taken)
+        taken.add(target)
+        if not overwrite and target.exists():
+            existing.append(target)
+        else:
+            todo.append((path, target))
+    batch: list[tuple[Path, Image.Image]] = []
+    with tqdm(total=len(todo), desc="colorize", unit="img", disable=len(todo) < 2) as bar:
+        for done, (path, target) in enumerate(todo):
+            try:
+                image = load_for_colorize(path)
+            except ImageLoadError as err:
+                failures.append((path, str(err)))
+                bar.update()
+                continue
+            if batch and (len(batch) == BATCH_IMAGES
+                          or sum(i.width * i.height for _, i in batch) + image.width * image.height > BATCH_PIXELS):
+                _write_batch(generator, spec["size"], device, batch, written, failures, len(todo) - done, bar)
+                batch = []
+            batch.append((target, image))
+        _write_batch(generator, spec["size"], device, batch, written, failures, 0, bar)
+    if existing or own_outputs:
+        warnings.warn(_skipped_line(existing, own_outputs), SkippedOutputWarning, stacklevel=2)
+    return written, failures
+
+
+def _write_batch(generator: Predictor, size: int, device: torch.device, batch: list[tuple[Path, Image.Image]],
+                 written: list[Path], failures: list[tuple[Path, str]], later: int, bar: tqdm) -> None:
+    """Colorize `batch` (target, photo) in one forward pass and write each PNG atomically into its target.
+
+    A write that fails stops the run (`ColorizeStopped`, counting this batch's rest and the `later` inputs).
+    """
+    if not batch:
+        return
+    predicted = predict_ab(generator, [image for _, image in batch], size, device)
+    for index, ((target, image), ab) in enumerate(zip(batch, predicted)):
+        result = apply_ab(image, ab)
         try:
             with atomic_write(target, "colorized image") as tmp:
-                result.save(tmp, format="PNG")
+                result.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
         except WriteError as err:
-            raise ColorizeStopped(f"{err}; stopped with {len(paths) - done - 1} inputs not attempted",
+            raise ColorizeStopped(f"{err}; stopped with {len(batch) - index - 1 + later} inputs not attempted",
                                   written, failures) from err
         written.append(target)
-        taken.add(target)
-    return written, failures
+        bar.update()
+
+
+def _skipped_line(existing: list[Path], own_outputs: list[Path], shown: int = 3) -> str:
+    """One line: which inputs were skipped because their output exists, which outputs were not read as inputs."""
+    def names(paths: list[Path]) -> str:
+        more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+        return ", ".join(map(str, paths[:shown])) + more
+
+    parts = []
+    if existing:
+        parts.append(f"skipped {len(existing)} input(s) whose output exists ({names(existing)}; "
+                     "--overwrite replaces them)")
+    if own_outputs:
+        parts.append(f"left out {len(own_outputs)} file(s) of the output folder named like outputs, "
+                     f"not colorized again ({names(own_outputs)})")
+    return "; ".join(parts)
 
 
 def _unused_name(out_dir: Path, stem: str, taken: set[Path]) -> Path:
     """`<stem>_color.png`, numbered when an earlier input of this run already took it (a.jpg, a.png)."""
-    target, n = out_dir / f"{stem}_color.png", 2
+    target, n = out_dir / f"{stem}{OUTPUT_SUFFIX}", 2
     while target in taken:
-        target, n = out_dir / f"{stem}_{n}_color.png", n + 1
+        target, n = out_dir / f"{stem}_{n}{OUTPUT_SUFFIX}", n + 1
     return target

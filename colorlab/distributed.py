@@ -14,15 +14,23 @@ synchronised BatchNorm (`wrap`, `unwrap`), losses averaged over ranks (`reduce_m
 decision for all ranks (`stop_agreed`), and files written by rank 0 only (`on_main`).
 
 Without torchrun (no WORLD_SIZE in the environment, or 1) every function is a no-op: one process.
+
+Joining waits at most `RENDEZVOUS_TIMEOUT_S` (120 s; `$COLORLAB_RENDEZVOUS_TIMEOUT` changes it) for
+the other ranks, then stops with one line naming who is missing (torch would wait 30 minutes,
+silently). Once joined, a collective may wait `COLLECTIVE_TIMEOUT_S`: rank 0 alone builds the image
+cache while the others wait at a barrier, which takes minutes on a large data set.
 """
 
 from __future__ import annotations
 
 import atexit
+import datetime
 import inspect
 import os
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -43,6 +51,12 @@ T = TypeVar("T")
 # them. From 16 images per process on, local statistics are as good as the reference's and the extra
 # all-reduce per BatchNorm layer is not worth its time.
 SYNC_BN_BELOW = 16
+RENDEZVOUS_TIMEOUT_S = 120.0
+COLLECTIVE_TIMEOUT_S = 30 * 60.0  # torch's own default for gloo and NCCL
+
+
+class RendezvousError(ConnectionError):
+    """The processes of a distributed run did not all meet (a peer never started, a wrong address)."""
 
 
 @dataclass(frozen=True)
@@ -74,12 +88,57 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
             return Dist(), device
         if device.type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        _join("nccl" if device.type == "cuda" else "gloo")
         atexit.register(_teardown)
     here = current()
     if device.type == "cuda":
         device = torch.device("cuda", here.local_rank)
     return here, device
+
+
+def _join(backend: str) -> None:
+    """Join the process group of torchrun's environment, all ranks within the rendezvous timeout.
+
+    Waits at most `$COLORLAB_RENDEZVOUS_TIMEOUT` (default `RENDEZVOUS_TIMEOUT_S`) seconds for the
+    other ranks, then raises `RendezvousError` naming what is missing; once joined, collectives
+    get `COLLECTIVE_TIMEOUT_S`.
+    """
+    rank, world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    host, port = os.environ.get("MASTER_ADDR", "127.0.0.1"), os.environ.get("MASTER_PORT", "29500")
+    seconds = float(os.environ.get("COLORLAB_RENDEZVOUS_TIMEOUT", RENDEZVOUS_TIMEOUT_S))
+    try:
+        with _cpp_log_held_back():
+            dist.init_process_group(backend, timeout=datetime.timedelta(seconds=seconds))
+    except (RuntimeError, OSError) as err:  # DistStoreError, DistNetworkError
+        hosts = rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"  # else torchrun's agent
+        missing = f"the other {world_size - 1} rank(s) did not all join" if hosts else "rank 0 did not answer"
+        raise RendezvousError(f"rank {rank} of {world_size}: {missing} at {host}:{port} (MASTER_ADDR:MASTER_PORT) "
+                              f"within {seconds:g} s; start every rank with the same MASTER_ADDR, MASTER_PORT and "
+                              "WORLD_SIZE, or let `colorlab ... --nproc N` (torchrun) start them; "
+                              f"$COLORLAB_RENDEZVOUS_TIMEOUT sets the wait ({' '.join(str(err).split())[:100]})"
+                              ) from None
+    set_timeout = getattr(dist, "set_timeout", None) or dist.distributed_c10d._set_pg_timeout  # torch < 2.10
+    set_timeout(datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+
+
+@contextmanager
+def _cpp_log_held_back() -> Iterator[None]:
+    """Hold back what torch's C++ side writes to stderr (fd 2) in the block; repeat it unless the block fails.
+
+    A client that cannot reach rank 0 logs each retry with a 30-frame C++ stack trace before the
+    Python exception that `_rendezvous` turns into one line; after a successful join, nothing is lost.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        held.seek(0)  # reached only when the block succeeded
+        os.write(2, held.read())
 
 
 def current() -> Dist:
@@ -244,10 +303,45 @@ def convert_batchnorm(net: nn.Module, device: torch.device) -> None:
             module.__class__ = AllReduceBatchNorm  # a subclass adding no state: a safe in-place swap
 
 
+TORCHRUN = "from colorlab.distributed import torchrun; import sys; sys.exit(torchrun(sys.argv[1:]))"
+
+
 def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
-    """The launcher line for `colorlab ARGV` on `nproc` processes of this machine."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "colorlab", *argv]
+    """The launcher line for `colorlab ARGV` on `nproc` processes of this machine: torchrun, via `torchrun`."""
+    return [sys.executable, "-c", TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", "-m", "colorlab", *argv]
+
+
+def torchrun(args: list[str]) -> int:
+    """torchrun (`python -m torch.distributed.run ARGS`), with a rank's failure reported in one line.
+
+    torchrun itself reports a rank killed by a signal (SIGKILL, the out-of-memory killer) with its
+    own traceback and a 30-line table; here it is one line naming the rank, its process and the
+    signal or exit code. The ranks' own output (progress bars, their one-line errors) is unchanged.
+    """
+    import logging
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its log lines repeat the failure
+    try:
+        run(get_args_parser().parse_args(args))
+    except ChildFailedError as err:
+        rank, failure = err.get_first_failure()
+        how = (f"was killed by {failure.signal_name()}" if failure.exitcode < 0
+               else f"exited with code {failure.exitcode}")
+        print(f"colorlab: rank {rank} (process {failure.pid}) {how}; torchrun stopped the other ranks "
+              "(for `train`, the same command with --resume continues from the last checkpoint)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def lost_a_rank(err: BaseException) -> bool:
+    """True for the error a rank gets when another rank of its job died (gloo/NCCL connection closed or reset)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return False
+    return isinstance(err, getattr(dist, "DistError", ())) or any(
+        word in str(err) for word in ("gloo", "NCCL", "Connection closed", "Connection reset"))
 
 
 def launch(nproc: int, argv: list[str]) -> None:
@@ -256,10 +350,10 @@ def launch(nproc: int, argv: list[str]) -> None:
     torchrun then receives the signals (Ctrl-C, SIGTERM) and forwards them to every rank.
     """
     command = torchrun_command(nproc, argv)
-    print("running: python " + " ".join(command[1:]), file=sys.stderr, flush=True)
+    print("running: torchrun " + " ".join(command[3:]), file=sys.stderr, flush=True)
     os.execv(command[0], command)
 
 
-__all__ = ["AllReduceBatchNorm", "Dist", "SYNC_BN_BELOW", "barrier", "convert_batchnorm", "current", "launch", "main_first",
+__all__ = ["AllReduceBatchNorm", "Dist", "RendezvousError", "SYNC_BN_BELOW", "barrier", "convert_batchnorm", "current", "launch", "main_first",
            "on_main",
-           "reduce_mean", "setup", "shard", "stop_agreed", "torchrun_command", "unwrap", "use_sync_bn", "wrap"]
+           "reduce_mean", "lost_a_rank", "setup", "shard", "stop_agreed", "torchrun", "torchrun_command", "unwrap", "use_sync_bn", "wrap"]

@@ -6,6 +6,10 @@ artifacts meant to be committed (no weights): `metrics.json` (metrics per model,
 wall-clock times, command, commit, device), `losses.png`, `grid.png` (gray | baseline |
 L1-pretrained | +GAN | truth) and, when the old photos are present, `old_photos.png`.
 Checkpoints go to `<out>/checkpoints/` (git-ignored), so an interrupted experiment resumes.
+
+The whole config is checked before any data is read or model trained (`ExperimentConfig.from_yaml`):
+a YAML error, a duplicate key, a python tag, an alias bomb or a `notes:` value that metrics.json
+cannot hold would otherwise surface only after hours of training, or never (a silently lost key).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from .io import list_images, load_rgb
 from .models import OUTPUTS, check_size
 from .published_data import eval_photos_dir
 from .recipes import REFERENCE_EPOCHS, train_recipe
+from .runs import LIMITS
 from .runtime import pick_device
 from .train import loss_figure
 
@@ -45,6 +50,9 @@ PUBLISHED = {
 }
 # model -> the chapter stage whose published model stands for it (colorlab.hub.stage_models)
 CHAPTER_STAGE = {"baseline": "baseline", "L1-pretrained": "pretrain", "pretrained+GAN": "gan"}
+MAX_CONFIG_BYTES = 64 * 1024  # a config is a screenful of settings; more is a mistake or an attack
+MAX_ALIASES = 16  # YAML aliases (*name): a few reuse a value; thousands nest into a "billion laughs" bomb
+MAX_NOTES_BYTES = 16 * 1024  # notes as JSON, as metrics.json will hold them
 NO_LOSSES = ("losses.png is missing: the published files are generator-only checkpoints without training history, "
              "so their loss curves cannot be drawn; models exported with --export-models keep each stage's history "
              "in their manifest entry")
@@ -84,22 +92,86 @@ class ExperimentConfig:
         if self.n_images is not None and (isinstance(self.n_images, bool) or not isinstance(self.n_images, int)
                                           or self.n_images < 2):
             raise ValueError(f"n_images must be an integer >= 2 (train + val) or null for all, got {self.n_images!r}")
+        limits = {"batch_size": LIMITS["batch_size"], "seed": LIMITS["seed"], "n_images": LIMITS["n_images"]}
+        limits |= {name: LIMITS["epochs"] for name in ("baseline_epochs", "pretrain_epochs", "gan_epochs")}
+        for name, high in limits.items():
+            if (getattr(self, name) or 0) > high:
+                raise ValueError(f"{name} must be at most {high:_}, got {getattr(self, name)}")
         if self.weights is not None and not isinstance(self.weights, str):
             raise ValueError(f"weights must be auto, imagenet, null or a file, got {self.weights!r}")
         if self.output not in (None, *OUTPUTS):
             raise ValueError(f"output must be null or one of {', '.join(OUTPUTS)}, got {self.output!r}")
         check_size(self.size)
+        if problem := _not_json(self.notes, "notes"):
+            raise ValueError(f"{problem}: metrics.json records the notes as JSON (strings, numbers, true/false, "
+                             "null, lists, mappings); quote it")
+        if len(json.dumps(self.notes)) > MAX_NOTES_BYTES:
+            raise ValueError(f"notes take {len(json.dumps(self.notes)):_} bytes as JSON, more than {MAX_NOTES_BYTES:_}")
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "ExperimentConfig":
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        """Read and check a config file: every problem is one ValueError line naming the file, before any work."""
+        values = _read_yaml(Path(path))
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"{path}: unknown settings {', '.join(sorted(unknown))}")
+            raise ValueError(f"{path}: unknown settings {', '.join(sorted(map(str, unknown)))}")
         try:
             return cls(**values)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice (it would keep the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: Path) -> dict:
+    """A config file's settings as a dict; ValueError in one line for anything else."""
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: {path.stat().st_size:_} bytes, more than a config's {MAX_CONFIG_BYTES:_}")
+    text = path.read_text()
+    try:
+        aliases = sum(isinstance(event, yaml.AliasEvent) for event in yaml.parse(text, Loader=yaml.SafeLoader))
+        if aliases > MAX_ALIASES:
+            raise ValueError(f"{path}: {aliases} YAML aliases (*name), more than {MAX_ALIASES}; "
+                             "write the values out instead")
+        values = yaml.load(text, Loader=_UniqueKeyLoader)  # safe: no python tags, no code
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ValueError(f"{path}: {where}{' '.join(str(err.problem or err.context).split())}") from None
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: a config is a mapping of settings (name: value), not a {type(values).__name__}")
+    return values
+
+
+def _not_json(value, where: str) -> str | None:
+    """Where `value` holds something JSON cannot write (a date, a set...), e.g. 'notes.when is a date', or None."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return None
+    if isinstance(value, list):
+        return next((p for i, item in enumerate(value) if (p := _not_json(item, f"{where}[{i}]"))), None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where} has the key {key!r}, not a string"
+            if problem := _not_json(item, f"{where}.{key}"):
+                return problem
+        return None
+    return f"{where} is a {type(value).__name__} ({value!r})"
 
 
 def _commit() -> str:

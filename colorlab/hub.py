@@ -7,7 +7,12 @@ metrics. `fetch_pretrained(name)` finds the file, in this order: an explicit pat
 (`~/.cache/colorlab/models`, or `$COLORLAB_CACHE/models`); otherwise it downloads it from its
 release URL into the cache. Every file, local or downloaded, is checked against its sha256,
 and a download is written to a temporary file that is renamed only once the checksum
-matches: a failed or interrupted transfer never leaves a partial model in the cache.
+matches: a failed or interrupted transfer never leaves a partial model in the cache (the
+temporary file of a process killed while downloading is removed by the next download).
+A download never hangs and never fills the disk: a Content-Length other than the registry's
+size is refused before reading, reading stops at that size, each read waits at most
+`TIMEOUT_S`, and the transfer must keep `MIN_RATE_BPS` on average (after `RATE_GRACE_S`) and
+end within `DEADLINE_S` plus the time the size takes at that rate.
 `export_checkpoint` writes the publishable generator-only file from a training checkpoint.
 $COLORLAB_RELEASE_URL serves the release files from elsewhere, $COLORLAB_MODEL_REGISTRY names
 another registry (see REGISTRY_FILE).
@@ -19,6 +24,7 @@ import hashlib
 import http.client
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -29,6 +35,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import REPOSITORY_URL
+from .atomic import remove_stale_temp_files, temp_path
 from .checkpoint import check_spec, load_checkpoint, load_generator, save_checkpoint
 from .data import CACHE_DIR as _DATA_CACHE, SHARED_DIR
 
@@ -42,7 +49,11 @@ CACHE_DIR = _DATA_CACHE / "models"
 # configs/cpu64.yaml trains on ../shared/data, which only this project's machines have; anywhere else, COCO
 TRAIN_COMMAND = ("colorlab experiment --config configs/cpu64.yaml --out results/cpu64 --export-models DIR "
                  "(beside ../shared/data; elsewhere: colorlab train --recipe resnet18 --data coco --size 64)")
-TIMEOUT_S = 30  # a stalled connection fails instead of hanging a notebook forever
+TIMEOUT_S = 30  # a stalled connection fails instead of hanging a notebook forever (the limit of one read)
+# A server that trickles a byte every 29 s never trips TIMEOUT_S: the transfer as a whole has limits too.
+MIN_RATE_BPS = 20_000  # average bytes/s below which a download is abandoned (a slow phone hotspot still passes)
+RATE_GRACE_S = 30  # seconds before the rate is judged: connecting and TCP slow start
+DEADLINE_S = 60  # the whole transfer: this, plus the model's size at MIN_RATE_BPS
 
 
 class PublishedModelError(RuntimeError):
@@ -185,24 +196,24 @@ def fetch_pretrained(name: str, path: str | Path | None = None, download: bool =
 
 
 def _download(model: PublishedModel, target: Path) -> Path:
-    """Stream `model.url` into a temporary file beside `target`; rename it only once its sha256 matches."""
+    """Stream `model.url` into a temporary file beside `target`; rename it only once its sha256 matches.
+
+    The temporary file is `atomic.temp_path`'s, so that the ones of killed downloads are found
+    and removed (`atomic.remove_stale_temp_files`) before this one starts.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.part-{os.getpid()}")
-    digest, received = hashlib.sha256(), 0
+    remove_stale_temp_files(target)
+    tmp = temp_path(target)
     try:
-        with urllib.request.urlopen(model.url, timeout=TIMEOUT_S) as response, open(tmp, "wb") as out, \
-                tqdm(total=model.bytes, unit="B", unit_scale=True, desc=f"downloading {model.name}") as bar:
-            for chunk in iter(lambda: response.read(1 << 16), b""):
-                out.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
-                bar.update(len(chunk))
-        if received != model.bytes:
-            raise _fail(model, f"the download from {model.url} was truncated or too long "
-                               f"({received} of {model.bytes} bytes)")
-        if digest.hexdigest() != model.sha256:
+        with urllib.request.urlopen(model.url, timeout=TIMEOUT_S) as response:
+            announced = response.headers.get("Content-Length")
+            if announced is not None and announced.strip() != str(model.bytes):
+                raise _fail(model, f"{model.url} announces {announced.strip()} bytes, the registry "
+                                   f"{model.bytes}; refused before reading (another file, or a wrong server)")
+            digest = _stream(model, response, tmp)
+        if digest != model.sha256:
             raise _fail(model, f"the download from {model.url} has the wrong sha256 "
-                               f"({digest.hexdigest()[:12]}..., expected {model.sha256[:12]}...)")
+                               f"({digest[:12]}..., expected {model.sha256[:12]}...)")
         os.replace(tmp, target)
     except urllib.error.HTTPError as err:
         raise _fail(model, f"{model.url} answered HTTP {err.code} {err.reason}") from None
@@ -215,6 +226,39 @@ def _download(model: PublishedModel, target: Path) -> Path:
         tmp.unlink(missing_ok=True)
     _verified[(str(target.resolve()), target.stat().st_size, target.stat().st_mtime_ns)] = True
     return target
+
+
+def _stream(model: PublishedModel, response, tmp: Path) -> str:
+    """Copy at most `model.bytes` bytes of `response` into `tmp` within the time limits; returns their sha256.
+
+    `read1` returns what one receive brought, so that the limits are checked while a server
+    trickles (a plain `read(n)` would wait for all n bytes).
+    """
+    digest, received, began = hashlib.sha256(), 0, time.monotonic()
+    deadline = DEADLINE_S + model.bytes / MIN_RATE_BPS
+    with open(tmp, "wb") as out, tqdm(total=model.bytes, unit="B", unit_scale=True,
+                                      desc=f"downloading {model.name}") as bar:
+        while received < model.bytes:
+            chunk = response.read1(min(1 << 16, model.bytes - received))
+            if not chunk:
+                break
+            out.write(chunk)
+            digest.update(chunk)
+            received += len(chunk)
+            bar.update(len(chunk))
+            elapsed = time.monotonic() - began
+            if elapsed > deadline and received < model.bytes:
+                raise _fail(model, f"the download from {model.url} took more than {deadline:.0f} s "
+                                   f"({received} of {model.bytes} bytes); abandoned")
+            if elapsed > RATE_GRACE_S and received / elapsed < MIN_RATE_BPS:
+                raise _fail(model, f"the download from {model.url} is too slow ({received / elapsed:.0f} bytes/s "
+                                   f"over {elapsed:.0f} s, under the minimum {MIN_RATE_BPS}); abandoned")
+        if received == model.bytes and response.read1(1):
+            raise _fail(model, f"the download from {model.url} is longer than the registry's {model.bytes} bytes; "
+                               "stopped reading there")
+    if received != model.bytes:
+        raise _fail(model, f"the download from {model.url} was truncated ({received} of {model.bytes} bytes)")
+    return digest.hexdigest()
 
 
 def load_pretrained(name: str, device: str | torch.device = "cpu", path: str | Path | None = None) -> nn.Module:

@@ -42,6 +42,11 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", "
 # The PIL decoders matching IMAGE_EXTENSIONS. Naming them stops a renamed file from reaching an
 # exotic decoder (EPS would even start Ghostscript).
 _DECODERS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP")
+# Photo formats colorlab does not read (phones save HEIC, browsers AVIF): listed in folders and
+# recognised by their first bytes, so that the user hears "unsupported format (AVIF)", not "not an image".
+UNSUPPORTED_EXTENSIONS = frozenset({".avif", ".heic", ".heif", ".jxl"})
+_HEIF_BRANDS = {b"avif": "AVIF", b"avis": "AVIF", b"heic": "HEIC", b"heix": "HEIC", b"hevc": "HEIC",
+                b"heim": "HEIC", b"heis": "HEIC", b"mif1": "HEIF", b"msf1": "HEIF"}
 _DRAFTABLE = ("JPEG", "MPO")  # decode downscaled; MPO is how PIL's JPEG decoder names many phone photos
 _TRANSPARENT_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 _HIGH_BIT_GRAY_MODES = ("I", "I;16", "I;16L", "I;16B", "I;16N")
@@ -54,8 +59,8 @@ GRAYSCALE_CHROMA = 2.0  # the shared data's MANIFEST flags an image `grayscale` 
 class ImageLoadError(ValueError):
     """A file that cannot be used as an image; the message is one line: ``"<file>: <reason> (<detail>)"``.
 
-    `reason` is a short category ("cannot read", "empty file", "not an image", "too large",
-    "corrupt") that `scan_images` counts.
+    `reason` is a short category ("cannot read", "empty file", "not an image", "unsupported
+    format", "too large", "corrupt") that `scan_images` counts.
     """
 
     def __init__(self, path: str | Path, reason: str, detail: str = "") -> None:
@@ -71,8 +76,9 @@ def list_images(folder: str | Path) -> list[Path]:
     Hidden files and folders are skipped: they are ``.ipynb_checkpoints`` copies and the macOS
     ``._photo.jpg`` metadata files that unzipped archives are full of, never real photos.
     Anything else named like an image is listed, even when it is not a regular file (a FIFO, a
-    device, a folder called ``x.jpg``, a broken symlink): `load_rgb` refuses it with one line,
-    so that the user hears about it instead of losing it silently.
+    device, a folder called ``x.jpg``, a broken symlink), and so are photos in formats colorlab
+    does not read (`UNSUPPORTED_EXTENSIONS`): `load_rgb` refuses each with one line, so that the
+    user hears about it instead of losing it silently.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -80,7 +86,7 @@ def list_images(folder: str | Path) -> list[Path]:
     files = [
         path
         for path in folder.rglob("*")
-        if path.suffix.lower() in IMAGE_EXTENSIONS
+        if path.suffix.lower() in IMAGE_EXTENSIONS | UNSUPPORTED_EXTENSIONS
         and not any(part.startswith(".") for part in path.relative_to(folder).parts)
     ]
     if not files:
@@ -136,6 +142,9 @@ def _open_image(path: str | Path, max_side: int | None, max_pixels: float, reduc
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # max_pixels decides below
                 image = Image.open(file, formats=_DECODERS)
         except UnidentifiedImageError as err:
+            file.seek(0)
+            if kind := _unsupported_format(file.read(32)):
+                raise ImageLoadError(path, "unsupported format", f"{kind}; save it as JPEG or PNG") from err
             raise ImageLoadError(path, "not an image", "cannot identify image file") from err
         except Image.DecompressionBombError as err:
             raise ImageLoadError(path, "too large", str(err)) from err
@@ -155,6 +164,15 @@ def _open_image(path: str | Path, max_side: int | None, max_pixels: float, reduc
                 path, "too large", f"{width}x{height} pixels to decode, more than max_pixels={max_pixels:_}; {hint}"
             )
         yield image
+
+
+def _unsupported_format(head: bytes) -> str | None:
+    """The name of a photo format colorlab does not read, from a file's first bytes (ISO BMFF `ftyp` brand, JPEG XL)."""
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return _HEIF_BRANDS[head[8:12]]
+    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL \r\n\x87\n")):
+        return "JPEG XL"
+    return None
 
 
 def _open_regular(path: str | Path) -> BinaryIO:

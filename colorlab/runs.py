@@ -2,11 +2,25 @@
 
 A run folder is named by the run's parameters, so that a chapter finds the run that an earlier
 chapter (or the command line) made with the same settings and resumes it instead of training again.
+
+`colorlab train` and `colorlab experiment` also keep two small files in their folder:
+
+- `run.json`, the run's identity: every setting that decides what the trained weights are
+  (`IDENTITY`). `--resume` with another value of any of them is refused in one line naming
+  them, since the result would claim settings its first epochs did not use. Epochs may grow.
+- `.lock`, an advisory lock (`fcntl.flock`) held while a process writes the folder, with that
+  process's id in it: a second run into the same folder stops at once with one line. The kernel
+  drops the lock of a process that dies (even by SIGKILL); the next run takes it over and says so.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 from .models import AUTO
@@ -75,4 +89,119 @@ def chapter_run_dir(recipe: str, root: str | Path, data: str, n_images: int | No
     return run_dir(recipe, root, **params)
 
 
-__all__ = ["COLAB_DRIVE", "chapter_run_dir", "resolve_run_root", "run_dir"]
+# Upper bounds of a run's counts: far above any real run, low enough that a mistyped 10**20 is refused at once
+# instead of failing deep inside a sampler or the RNG with an obscure message.
+LIMITS = {"batch_size": 1 << 16, "epochs": 10**6, "n_images": 10**9, "seed": 2**63 - 1}
+RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
+# the settings of a `colorlab train` run that decide its weights; epochs may grow between a run and its resumption
+IDENTITY = ("recipe", "data", "n_images", "size", "batch_size", "seed", "weights", "gan_mode", "lambda_l1", "init",
+            "world_size")
+
+
+def run_identity(settings: Mapping, world_size: int = 1) -> dict:
+    """The identity of a run: its `IDENTITY` settings, with local folders and files as absolute paths."""
+    identity = {key: settings[key] for key in IDENTITY if key in settings} | {"world_size": world_size}
+    for key in ("data", "weights", "init"):
+        value = identity.get(key)
+        if isinstance(value, str) and Path(value).exists():  # the same folder named from another directory
+            identity[key] = str(Path(value).resolve())
+    return identity
+
+
+def check_resume(folder: str | Path, identity: Mapping) -> None:
+    """Refuse (ValueError, one line) to resume the run in `folder` with settings other than its recorded ones.
+
+    The record is `run.json`, or, for a run made before it existed, the config in its metrics.json.
+    A folder with neither has nothing to compare with and is accepted (its checkpoints' own
+    stage checks still apply).
+    """
+    folder = Path(folder)
+    recorded = _recorded_identity(folder)
+    if recorded is None:
+        return
+    differences = [f"{key} {recorded[key]!r} there, {identity[key]!r} now" for key in identity
+                   if key in recorded and recorded[key] != identity[key]]
+    if differences:
+        raise ValueError(f"cannot resume {folder}/: it was started with other settings ({'; '.join(differences)}); "
+                         "resume with the same settings, or give another --out for a new run")
+
+
+def _recorded_identity(folder: Path) -> dict | None:
+    try:
+        if (folder / RUN_FILE).is_file():
+            return json.loads((folder / RUN_FILE).read_text())
+        if (folder / "metrics.json").is_file():
+            return run_identity(json.loads((folder / "metrics.json").read_text())["config"],
+                                json.loads((folder / "metrics.json").read_text()).get("world_size", 1))
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{folder}/{RUN_FILE}: unreadable record of the run's settings ({err}); "
+                         "remove it to resume without the check, or give another --out") from None
+    return None
+
+
+def record_identity(folder: str | Path, identity: Mapping) -> None:
+    """Write the run's identity into `folder/run.json` (a new run; a resumed one keeps its record)."""
+    Path(folder, RUN_FILE).write_text(json.dumps(dict(identity), indent=1))
+
+
+class RunLockedError(ValueError):
+    """Another process is writing this run folder."""
+
+
+@contextmanager
+def run_lock(folder: str | Path, who: str) -> Iterator[Path]:
+    """Hold the advisory lock of run folder `folder` while the block runs (creating the folder).
+
+    Another holder: `RunLockedError` at once, naming its process. A lock file left by a process
+    that no longer runs (killed) is taken over with one line on stderr prefixed by `who`. If the
+    block fails and the folder was created here and holds only the lock and `run.json`, it is removed
+    again: a run refused before any work leaves no folder behind.
+    """
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    with open(path, "a+") as lock:
+        if not _try_lock(lock):
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise RunLockedError(f"{folder}/ is being written by another run (process {holder}); wait for it to "
+                                 "finish, or give another --out")
+        lock.seek(0)
+        previous = lock.read().strip()
+        if previous.isdigit() and int(previous) != os.getpid():
+            print(f"{who}: took over the lock of {folder}/ from process {previous}, which no longer runs "
+                  "(killed?)", file=sys.stderr)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        try:
+            yield folder
+        except BaseException:
+            if created and {p.name for p in folder.iterdir()} <= {LOCK_FILE, RUN_FILE}:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        finally:
+            if path.exists():
+                lock.seek(0)
+                lock.truncate()  # a clean end: no process id left for the next run to report
+                lock.flush()
+
+
+def _try_lock(file) -> bool:
+    """Take an exclusive advisory lock without waiting; True where the platform has no flock (no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory lock; runs into one folder are the user's to avoid
+        return True
+    try:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+__all__ = ["COLAB_DRIVE", "IDENTITY", "LIMITS", "RunLockedError", "chapter_run_dir", "check_resume", "record_identity",
+           "resolve_run_root", "run_dir", "run_identity", "run_lock"]

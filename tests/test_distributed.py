@@ -203,5 +203,5 @@ def test_nproc_reruns_the_command_under_torchrun_without_nproc():
     argv = _without_nproc(["train", "--nproc", "2", "--size", "32", "--nproc=3", "--offline"])
     assert argv == ["train", "--size", "32", "--offline"]
     command = distributed.torchrun_command(2, argv)
-    assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m"]
+    assert command[1:6] == ["-c", distributed.TORCHRUN, "--standalone", "--nproc_per_node=2", "-m"]
     assert command[6:] == ["colorlab", *argv]

@@ -38,7 +38,7 @@ def test_resume_says_when_there_is_nothing_to_resume_and_refuses_another_recipe_
     code, lines = run_cli(train_argv(out, recipe="resnet18", weights="none") + ["--resume"])
     assert code == 2
     [error] = [line for line in lines if "error:" in line]
-    assert "arch: checkpoint has 'baseline', expected 'resnet18'" in error
+    assert "recipe 'baseline' there, 'resnet18' now" in error  # the run's recorded identity (run.json)
     assert not (out / "pretrain.pt").exists()  # refused before the pretraining stage, not after it
 
 

@@ -116,6 +116,12 @@ def build_corpus(folder: Path) -> list[Case]:
     (add("folder.jpg", "a folder named like a photo", "not a regular file")).mkdir()
     os.symlink("loop.jpg", add("loop.jpg", "a symlink to itself (a loop)", "cannot read"))
     os.symlink("missing.png", add("dangling.png", "a symlink to a missing file", "cannot read"))
+    avif = b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf" + bytes(64)  # the header a phone writes
+    add("phone.avif", "an AVIF photo (a format colorlab does not read)", "unsupported format", avif)
+    add("phone.heic", "a HEIC photo (iPhone)", "unsupported format",
+        b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64))
+    add("kept.png", "a photo whose output `kept_color.png` exists already (the user's file)",
+        "skipped: its output exists", _encoded(photo, "PNG"))
     unreadable = add("unreadable.png", "a PNG without read permission (mode 000)",
                      "cannot read", _encoded(photo, "PNG"))
     unreadable.chmod(0)
@@ -137,8 +143,19 @@ def make_checkpoint(path: Path) -> Path:
     return save_checkpoint(path, {"spec": generator.spec, "generator": generator.state_dict()})
 
 
+EXISTING_OUTPUT = "kept_color.png"  # put into the output folder before the run: it must survive it
+
+
 def run_corpus(folder: Path, checkpoint: Path, out: Path) -> tuple[dict[str, str], subprocess.CompletedProcess]:
-    """Run `colorlab colorize FOLDER` and return each file's outcome ("written WxH" or its error line)."""
+    """Run `colorlab colorize FOLDER` and return each file's outcome ("written WxH" or its error line).
+
+    The output folder starts with the user's own `EXISTING_OUTPUT`; it is reported as "kept" when
+    its bytes are unchanged after the run.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    users = _photo(seed=5)
+    users.save(out / EXISTING_OUTPUT)
+    before = (out / EXISTING_OUTPUT).read_bytes()
     command = [sys.executable, "-m", "colorlab.cli", "colorize", str(folder), "-o", str(out),
                "--checkpoint", str(checkpoint), "--device", "cpu"]
     env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
@@ -147,7 +164,13 @@ def run_corpus(folder: Path, checkpoint: Path, out: Path) -> tuple[dict[str, str
     for line in result.stderr.splitlines():
         if match := re.match(rf"colorlab colorize: (?:error|warning): {re.escape(str(folder))}/([^:]+): (.*)", line):
             outcomes[match[1]] = match[2]
+        for match in re.finditer(rf"{re.escape(str(out))}/([^,;)]+){re.escape('_color.png')}", line):
+            if "whose output exists" in line:
+                kept = (out / EXISTING_OUTPUT).read_bytes() == before
+                outcomes[match[1]] = f"skipped: its output exists ({'kept unchanged' if kept else 'REPLACED'})"
     for output in out.glob("*_color.png"):
+        if output.name == EXISTING_OUTPUT:
+            continue
         with Image.open(output) as image:
             outcomes[output.name.removesuffix("_color.png")] = f"written {image.width}x{image.height}"
     return {_input_name(folder, stem): outcome for stem, outcome in outcomes.items()}, result
