@@ -100,8 +100,6 @@ def checkpoint_of(model: str | None) -> tuple[str, str]:
     except hub.PublishedModelError as err:
         if model:
             raise
-        import torch
-
         from colorlab.checkpoint import save_checkpoint
         from colorlab.models import build_generator
 

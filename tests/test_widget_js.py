@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from colorlab.color import AB_SCALE, L_SCALE, lab_to_rgb, rgb_to_lab
+from colorlab.color import lab_to_rgb, rgb_to_lab
 from colorlab.colorize import colorize_image
 
 ROOT = Path(__file__).resolve().parents[1]
