@@ -245,7 +245,8 @@ def installed() -> str:
 
 
 # a chapter's training stage -> the published model of that stage, without its "-SIZE"
-STAGE_MODELS = {"baseline": "baseline", "pretrain": "resnet18-l1", "gan": "resnet18-gan"}
+STAGE_MODELS = {"baseline": "baseline", "pretrain": "resnet18-l1", "gan": "resnet18-gan",
+                "hints": "resnet18-hints"}  # chapter 11's; published under that name once exported (results/hints64)
 SHOWCASE_PHOTOS = 32  # validation photos a chapter shows a published model on (all of them in chapter 8)
 
 
