@@ -117,18 +117,14 @@ def simulate_hints(ab: torch.Tensor, seed: int, epoch: int, positions: torch.Ten
         chosen = side == s
         means = F.avg_pool2d(ab.float(), s, stride=1).to(ab.dtype)  # (B, 2, H - s + 1, W - s + 1)
         values[chosen] = means[photo[chosen], :, top[chosen], left[chosen]]
-    # paint in order: at each pixel the last used patch covering it wins, as when painted one by one
-    rows = torch.arange(height, device=device)[None, None, :, None]
-    cols = torch.arange(width, device=device)[None, None, None, :]
-    t, l, s = (x[..., None, None] for x in (top, left, side))
-    covers = used[..., None, None] & (rows >= t) & (rows < t + s) & (cols >= l) & (cols < l + s)  # (B, K, H, W)
-    order = torch.arange(1, most + 1, device=device, dtype=torch.int32)[None, :, None, None]
-    last = torch.where(covers, order, 0).amax(1)  # (B, H, W): 1 + the winning patch, 0 where none
-    mask = last > 0
-    winner = (last.long() - 1).clamp(min=0).view(batch, 1, height * width).expand(batch, 2, -1)
-    painted = values.transpose(1, 2).gather(2, winner).view(batch, 2, height, width)
-    hints[:, :2] = torch.where(mask[:, None], painted, 0)
-    hints[:, 2] = mask.to(ab.dtype)
+    # paint in order, as one by one: a later patch paints over an earlier one
+    rows = torch.arange(height, device=device)[None, :, None]
+    cols = torch.arange(width, device=device)[None, None, :]
+    for k in range(most):
+        t, l, s = (x[:, k, None, None] for x in (top, left, side))
+        covers = used[:, k, None, None] & (rows >= t) & (rows < t + s) & (cols >= l) & (cols < l + s)  # (B, H, W)
+        hints[:, :2] = torch.where(covers[:, None], values[:, k, :, None, None], hints[:, :2])
+        hints[:, 2] = torch.where(covers, 1.0, hints[:, 2])
     return hints
 
 

@@ -31,7 +31,7 @@ def train(epochs: int | None) -> None:
     print(summary["metrics"])
 
 
-def report() -> dict:
+def report(n_photos: int | None = None, out: Path = HERE) -> dict:
     """Measure the run's checkpoint and the model it started from on the held-out photos; write this folder's files."""
     import datetime
     import json
@@ -54,7 +54,7 @@ def report() -> dict:
     state = load_checkpoint(checkpoint)
     model, _ = load_generator(checkpoint)
     start = hub.load_pretrained(config["init"])
-    found = held_out_batches(config["size"], "cpu")
+    found = held_out_batches(config["size"], "cpu", n_photos)
     if found is None:
         raise SystemExit("report: the held-out photos (../shared/data/photos/val) are not here")
     batches, photos = found
@@ -78,16 +78,17 @@ def report() -> dict:
                    "rises_with_hints": all(a < b for a, b in zip(list(ours.values()), list(ours.values())[1:]))},
         "zhang_psnr": ZHANG_PSNR,
     }
-    (HERE / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
     ax = curve_figure({f"ours: hint model ({config['size']} px, {summary['n_val']} COCO val photos)": ours,
                        "ours: hints only (grey elsewhere)": curves["hints only (grey elsewhere)"],
                        f"ours: {config['init']} (no hints)": {0: start_psnr}})
-    ax.figure.savefig(HERE / "curve.png", dpi=80, bbox_inches="tight")
+    ax.figure.savefig(out / "curve.png", dpi=80, bbox_inches="tight")
     L, ab = batches[0]
-    hint_grid(model, L, ab, (0, 3, 10), seed=seed).savefig(HERE / "grid.png", dpi=80)
-    Image.open(HERE / "grid.png").convert("RGB").quantize(256).save(HERE / "grid.png", optimize=True)
+    hint_grid(model, L, ab, (0, 3, 10), seed=seed).savefig(out / "grid.png", dpi=80)
+    Image.open(out / "grid.png").convert("RGB").quantize(256).save(out / "grid.png", optimize=True)
     for name in ("metrics.json", "curve.png", "grid.png"):
-        assert (HERE / name).stat().st_size < 1 << 20, f"{name} is 1 MB or more"
+        assert (out / name).stat().st_size < 1 << 20, f"{name} is 1 MB or more"
     print(json.dumps({k: summary[k] for k in ("psnr_vs_hints", "start", "checks", "trained")}, indent=1)[:3000])
     return summary
 
@@ -96,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=("train", "report"))
     parser.add_argument("--epochs", type=int, default=None, help="override the config's epochs (train)")
+    parser.add_argument("--photos", type=int, default=None, help="report: the first N held-out photos only (a trial)")
+    parser.add_argument("--out", type=Path, default=HERE, help="report: the folder to write (default: this one)")
     args = parser.parse_args(argv)
     if args.what == "train":
         try:
@@ -104,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"make.py train: {err}; run it again to resume", file=sys.stderr)
             return 130
     else:
-        report()
+        report(args.photos, args.out)
     return 0
 
 
