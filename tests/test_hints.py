@@ -111,9 +111,9 @@ def test_one_hint_is_a_square_of_the_patch_mean_colour():
 
 
 def test_the_number_of_training_hints_is_geometric_with_p_one_eighth():
-    """With 1-pixel patches on a 64 px image, overlaps are rare: the photos without any hint are about 1 in 8."""
+    """With 1-pixel patches on a 32 px image, overlaps are rare: the photos without any hint are about 1 in 8."""
     n = 4000
-    hints = simulate_hints(torch.zeros(n, 2, 64, 64), 0, 0, torch.arange(n), sides=(1,))
+    hints = simulate_hints(torch.zeros(n, 2, 32, 32), 0, 0, torch.arange(n), sides=(1,))
     marked = hints[:, 2].sum((1, 2))
     assert abs((marked == 0).float().mean().item() - 1 / 8) < 0.02  # 4 standard errors (0.005)
     assert abs(marked.mean().item() - 7) < 0.6  # the geometric mean (1 - p) / p = 7, less a few overlaps

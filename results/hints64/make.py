@@ -2,6 +2,10 @@
 
     python results/hints64/make.py train [--epochs N]   # colorlab.recipes.run on the config (resumes its run folder)
     python results/hints64/make.py report               # metrics.json, curve.png and grid.png in this folder
+    python results/hints64/make.py export DIR           # DIR/resnet18-hints-64.pt + DIR/MANIFEST.json, for publication
+
+`export` writes the generator as `colorlab experiment --export-models` writes its three
+(`colorlab.hub.export_checkpoint`: generator only, float16) with a registry entry beside it.
 """
 
 from __future__ import annotations
@@ -93,9 +97,35 @@ def report(n_photos: int | None = None, out: Path = HERE) -> dict:
     return summary
 
 
+def export(folder: Path) -> dict:
+    """The trained generator as a publishable file and its MANIFEST.json entry (as `colorlab experiment --export-models`)."""
+    import json
+
+    from colorlab import hub
+
+    config, recorded = settings(), json.loads((HERE / "metrics.json").read_text())
+    entry = hub.export_checkpoint(ROOT / config["out"] / "hints.pt", folder / f"resnet18-hints-{config['size']}.pt")
+    entry |= {
+        "what": f"ResNet18 DynamicUnet with colour hints (L, hint ab, mask), widened from {config['init']}, L1 given "
+                "simulated hints (Zhang et al. 2017)",
+        "trained_on": f"the usable photos of data={config['data']}, {config['size']} px, batch {config['batch_size']}, "
+                      f"seed {config['seed']}",
+        "backbone_init": config["init"],
+        **{key: recorded[key] for key in ("config", "command", "machine", "date")},
+        "validation": {"photos": recorded["photos"], "psnr_vs_hints": recorded["psnr_vs_hints"]["hint model"],
+                       "patch": recorded["patch"]},
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "MANIFEST.json").write_text(json.dumps({"format": "colorlab-published-models-v1", "models": [entry]},
+                                                     indent=1))
+    print(f"wrote {folder / entry['file']} ({entry['bytes']} bytes, sha256 {entry['sha256']}) and its MANIFEST.json")
+    return entry
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("train", "report"))
+    parser.add_argument("what", choices=("train", "report", "export"))
+    parser.add_argument("folder", nargs="?", type=Path, help="export: where to write the model and MANIFEST.json")
     parser.add_argument("--epochs", type=int, default=None, help="override the config's epochs (train)")
     parser.add_argument("--photos", type=int, default=None, help="report: the first N held-out photos only (a trial)")
     parser.add_argument("--out", type=Path, default=HERE, help="report: the folder to write (default: this one)")
@@ -106,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt as err:  # colorlab.train saved a checkpoint first
             print(f"make.py train: {err}; run it again to resume", file=sys.stderr)
             return 130
-    else:
+    elif args.what == "report":
         report(args.photos, args.out)
+    else:
+        if args.folder is None:
+            parser.error("export needs a folder: make.py export DIR")
+        export(args.folder)
     return 0
 
 
