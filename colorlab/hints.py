@@ -43,7 +43,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import CheckpointError
 from .color import AB_SCALE, L_ab_to_rgb, rgb_to_lab
 from .data import _hash32
 from .evaluate import psnr

@@ -15,15 +15,14 @@ from PIL import Image
 
 from colorlab import recipes
 from colorlab.checkpoint import load_checkpoint, load_generator, save_checkpoint
-from colorlab.color import rgb_to_lab
+from colorlab.color import L_ab_to_rgb, rgb_to_lab
 from colorlab.evaluate import psnr
-from colorlab.color import L_ab_to_rgb
 from colorlab.hints import (HintGenerator, HintsFileError, colourful, evaluate_hints, hint_map, hints_only_psnr,
-                            read_hints, simulate_hints, widen)
+                            parse_hints, read_hints, simulate_hints, widen)
 from colorlab.models import build_generator
 from colorlab.recipes import RunConfig
 from tests.conftest import smooth_color_image
-from tests.test_resume import _sigterm_during_step, assert_same
+from tests.test_resume import _sigterm_during_step, assert_same, photos  # noqa: F401 (photos: 4 train + 1 val)
 
 # Two float paths (a 1- and a 4-channel convolution, or one photo alone and in a batch) add the same
 # products in another order: float32 round-off on values of order 1, far below any colour difference.
@@ -168,15 +167,6 @@ def test_a_one_channel_model_is_only_measured_without_hints(one_channel):
 # --- training: the stage, the recipe, resume ---
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("photos")
-    rng = np.random.default_rng(3)
-    for i in range(5):  # 4 train + 1 val; batch 2 -> 2 steps per epoch
-        smooth_color_image(rng, 64).save(folder / f"p{i}.png")
-    return folder
-
-
 def _config(folder, out, init) -> RunConfig:
     return RunConfig(recipe="hints", data=str(folder), n_images=5, size=32, batch_size=2, epochs=2, weights=None,
                      device="cpu", seed=5, out=str(out), num_workers=0, progress=False, init=str(init))
@@ -250,16 +240,10 @@ def test_bad_hints_files_are_refused_in_one_line(tmp_path, content, message):
 
 
 def test_a_hint_lands_on_the_models_pixel():
-    (hint,) = read_hints_from([{"x": 399, "y": 0, "L": 50, "a": 55, "b": -22}], 400, 200)
+    (hint,) = parse_hints([{"x": 399, "y": 0, "L": 50, "a": 55, "b": -22}], 400, 200)
     grid = hint_map([hint], 400, 200, 32)
     assert grid[0, 2].sum() == 1 and grid[0, 2, 0, 31] == 1
     assert torch.allclose(grid[0, :2, 0, 31], torch.tensor([0.5, -0.2]))
-
-
-def read_hints_from(rows, width, height):
-    from colorlab.hints import parse_hints
-
-    return parse_hints(rows, width, height)
 
 
 def test_colorize_with_hints_from_the_command_line(one_channel, tmp_path):
