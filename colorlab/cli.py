@@ -178,6 +178,9 @@ def _add_colorize(sub) -> None:
     p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:1 ...")
     p.add_argument("--engine", choices=("torch", "onnx"), default="torch",
                    help="onnx: the generator through ONNX Runtime on the CPU (the onnx extra; docs/performance.md)")
+    p.add_argument("--hints", metavar="FILE",
+                   help="one photo, colour hints from FILE (JSON or CSV: x, y in the photo's pixels and r, g, b or "
+                        "L, a, b) for a model trained with hints (colorlab.hints)")
 
 
 def _published_checkpoint(name: str | None) -> str:
@@ -193,6 +196,8 @@ def _colorize(args) -> int:
     from .colorize import ColorizeStopped, colorize_files
 
     checkpoint = args.checkpoint or _published_checkpoint(args.model)
+    if args.hints:
+        return _colorize_with_hints(args, checkpoint)
     stopped = None
     try:
         written, failures = colorize_files(args.inputs, args.out, checkpoint, device=args.device,
@@ -206,6 +211,16 @@ def _colorize(args) -> int:
     print(f"colorized {len(written)} of {len(written) + len(failures) + (stopped is not None)} images "
           f"into {args.out}" + ("; stopped early" if stopped is not None else ""))
     return 1 if failures or stopped is not None else 0
+
+
+def _colorize_with_hints(args, checkpoint: str) -> int:
+    from .hints import colorize_with_hints
+
+    if len(args.inputs) != 1 or Path(args.inputs[0]).is_dir():
+        raise ValueError("--hints FILE colorizes one photo (its hints are in its pixels); give one image file")
+    target = colorize_with_hints(args.inputs[0], args.out, checkpoint, args.hints, device=args.device)
+    print(f"colorized 1 of 1 images into {args.out} ({target.name}) with the hints of {args.hints}")
+    return 0
 
 
 def _add_experiment(sub) -> None:

@@ -97,7 +97,8 @@ def _load_registry() -> tuple[dict[str, PublishedModel], list[str], str]:
 MODELS, PREFERENCE, DEFAULT = _load_registry()
 
 # a chapter's training stage -> (the generator's architecture, the training stage its published weights end with)
-CHAPTER_STAGES = {"baseline": ("baseline", "gan"), "pretrain": ("resnet18", "pretrain"), "gan": ("resnet18", "gan")}
+CHAPTER_STAGES = {"baseline": ("baseline", "gan"), "pretrain": ("resnet18", "pretrain"), "gan": ("resnet18", "gan"),
+                  "hints": ("resnet18", "hints")}  # chapter 11: L + colour hints in (colorlab.hints)
 
 
 def get(name: str) -> PublishedModel:

@@ -37,7 +37,9 @@ from .stages import TrainConfig, build_stage, stage_config
 from .train import History, fit, loss_figure, resumable_state
 
 RECIPES: dict[str, tuple[str, ...]] = {"baseline": ("gan",), "resnet18": ("pretrain", "gan"),
-                                       "classification": ("classify",)}
+                                       "classification": ("classify",),
+                                       "hints": ("hints",), "hints-gan": ("hints", "hints-gan")}
+HINT_RECIPES = ("hints", "hints-gan")  # colour hints besides L (colorlab.hints): start from `init`, a 1-channel model
 REFERENCE_EPOCHS = TrainConfig.epochs  # epochs of every stage in the reference tutorial
 
 
@@ -58,6 +60,13 @@ def recipe_generator(recipe: str, size: int, weights: str | None = None, output:
         from .classify import new_classifier
 
         return new_classifier(size, weights=weights, init=init)
+    if recipe in HINT_RECIPES:
+        from .hints import hints_start
+
+        if init is None:
+            raise ValueError(f"the {recipe} recipe starts from a 1-channel model: give init (a checkpoint or a "
+                             "published resnet18 model's name, e.g. resnet18-l1-64)")
+        return hints_start(init, size)
     return build_generator(recipe, size, weights=weights, output=output)
 
 
@@ -135,7 +144,7 @@ class RunConfig:
     num_workers: int | None = None
     progress: bool = True
     cache: bool = True  # decode + resize each image once into a uint8 cache (colorlab.cache) instead of every epoch
-    init: str | None = None  # classification recipe: a regression checkpoint whose fitting weights start the run
+    init: str | None = None  # classification: a regression checkpoint whose fitting weights start the run; hints: the 1-channel model
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
@@ -150,7 +159,8 @@ class RunConfig:
     @property
     def stage_epochs(self) -> dict[str, int]:
         """Epochs per stage: `epochs` for the GAN and classification stages, `pretrain_epochs` for L1 pretraining."""
-        return {"pretrain": self.pretrain_epochs, "gan": self.epochs, "classify": self.epochs}
+        return {"pretrain": self.pretrain_epochs, "gan": self.epochs, "classify": self.epochs,
+                "hints": self.pretrain_epochs if self.recipe == "hints-gan" else self.epochs, "hints-gan": self.epochs}
 
 
 def run(config: RunConfig) -> dict | None:
@@ -179,6 +189,10 @@ def run(config: RunConfig) -> dict | None:
         generator = ClassColorizer(generator)
         extra["auc"] = ab_accuracy_auc(generator, batches)  # Zhang et al.'s accuracy measure
         decoding_grid(generator, *batches[0]).savefig(out / "grid.png", dpi=80)
+    if config.recipe in HINT_RECIPES:  # without hints it is measured as any generator; with them, here
+        from .hints import HINT_COUNTS, evaluate_hints
+
+        extra["psnr_vs_hints"] = evaluate_hints(generator, batches, HINT_COUNTS, config.seed)
     metrics = evaluate(generator, batches) | extra
     fig = sample_grid(generator, *batches[0])
     fig.savefig(out / "samples.png", dpi=80)
@@ -191,4 +205,4 @@ def run(config: RunConfig) -> dict | None:
     return summary
 
 
-__all__ = ["RECIPES", "RunConfig", "Trained", "recipe_generator", "run", "train_recipe"]
+__all__ = ["HINT_RECIPES", "RECIPES", "RunConfig", "Trained", "recipe_generator", "run", "train_recipe"]

@@ -31,7 +31,8 @@ from .models import build_discriminator
 Objective = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 L1_ADAM = {"lr_g": 1e-4, "betas": (0.9, 0.999)}  # the reference tutorial's L1-only stage: Adam(lr=1e-4)
 # stage -> what it changes in TrainConfig's defaults (which are the GAN stage's)
-STAGE_DEFAULTS: dict[str, dict] = {"pretrain": L1_ADAM, "gan": {}, "classify": L1_ADAM}
+STAGE_DEFAULTS: dict[str, dict] = {"pretrain": L1_ADAM, "gan": {}, "classify": L1_ADAM,
+                                   "hints": L1_ADAM, "hints-gan": {}}  # the last two: colour hints (colorlab.hints)
 STAGE_NAMES = tuple(STAGE_DEFAULTS)
 # stage -> the other names its checkpoints may carry: classification ones written before stages had names of their own
 OLDER_NAMES: dict[str, tuple[str, ...]] = {"classify": ("pretrain",)}
@@ -121,6 +122,9 @@ class Stage:
             net.load_state_dict(state[name])
         for key, opt in self.optimizers.items():
             opt.load_state_dict(state[key])
+
+    def at(self, epoch: int, positions: torch.Tensor) -> None:
+        """Told before each step: the epoch and the epoch positions of the batch's photos (for per-photo draws)."""
 
     def step(self, L: torch.Tensor, ab: torch.Tensor,
              scaler: torch.amp.GradScaler | None = None) -> dict[str, torch.Tensor]:
@@ -225,7 +229,8 @@ def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
 
 
 def build_stage(name: str, generator: nn.Module, config: TrainConfig, objective: Objective | None = None) -> Stage:
-    """The stage `name` for `generator`: "pretrain", "gan" (with a new PatchGAN) or "classify" (needs `objective`)."""
+    """The stage `name` for `generator`: "pretrain", "gan" (with a new PatchGAN), "classify" (needs `objective`),
+    or "hints" / "hints-gan" (the same two objectives given simulated colour hints, colorlab.hints)."""
     if name == "pretrain":
         return L1Stage(generator, config)
     if name == "gan":
@@ -234,6 +239,10 @@ def build_stage(name: str, generator: nn.Module, config: TrainConfig, objective:
         if objective is None:
             raise ValueError("the classify stage needs an objective (colorlab.classify.ClassificationObjective)")
         return ObjectiveStage(generator, config, objective)
+    if name in ("hints", "hints-gan"):
+        from .hints import build_hint_stage
+
+        return build_hint_stage(name, generator, config)
     raise ValueError(f"unknown stage {name!r}; choose one of {', '.join(STAGE_NAMES)}")
 
 

@@ -174,6 +174,7 @@ def fit(
                 L, ab = to_model_batch(rgb, device, flip=flip)
                 if cuda:
                     L, ab = (t.contiguous(memory_format=torch.channels_last) for t in (L, ab))
+                stage.at(epoch, positions[taken:taken + len(rgb)])
                 with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.autocast):
                     losses = stage.step(L, ab, scaler)
                 for key, value in losses.items():

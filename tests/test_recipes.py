@@ -28,7 +28,8 @@ def four_photos(tmp_path_factory) -> list[Path]:
 
 
 def test_the_recipes_are_lists_of_stages():
-    assert RECIPES == {"baseline": ("gan",), "resnet18": ("pretrain", "gan"), "classification": ("classify",)}
+    assert RECIPES == {"baseline": ("gan",), "resnet18": ("pretrain", "gan"), "classification": ("classify",),
+                       "hints": ("hints",), "hints-gan": ("hints", "hints-gan")}
 
 
 def _train(photos, out, **kwargs):

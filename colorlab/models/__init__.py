@@ -81,8 +81,13 @@ def build_generator(arch: str, size: int = 256, weights: str | Path | None = Non
 def generator_from_spec(spec: dict) -> nn.Module:
     """The architecture a checkpoint's spec records, randomly initialised (its weights come next).
 
-    A resnet18 spec without "output" is the old linear network, whatever RESNET18_OUTPUT says now.
+    A resnet18 spec without "output" is the old linear network, whatever RESNET18_OUTPUT says now;
+    one with "hints" takes colour hints besides L (colorlab.hints).
     """
+    if spec.get("hints"):
+        from ..hints import hint_generator_from_spec
+
+        return hint_generator_from_spec(spec)
     output = spec.get("output", LINEAR) if spec["arch"] == "resnet18" else None
     return build_generator(spec["arch"], spec["size"], weights=None, output=output)
 

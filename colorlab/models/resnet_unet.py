@@ -54,8 +54,10 @@ def _resnet18(weights: str | Path | None) -> tuple[nn.Module, bool]:
 
 
 def resnet18_unet(size: int = 256, weights: str | Path | None = IMAGENET, out_channels: int = 2,
-                  output: str = LINEAR) -> nn.Module:
+                  output: str = LINEAR, in_channels: int = 1) -> nn.Module:
     """ResNet18 (head removed) + DynamicUnet decoder: 1 channel (L) in, `out_channels` (ab) out.
+
+    `in_channels` > 1 adds inputs after L (colour hints: colorlab.hints); random-init weights only.
 
     weights: "imagenet" (torchvision download, needs the internet or a cached copy), None
     (random init, works offline), "auto" (ImageNet if possible, else None with a warning), or
@@ -76,7 +78,7 @@ def resnet18_unet(size: int = 256, weights: str | Path | None = IMAGENET, out_ch
         from fastai.vision.models.unet import DynamicUnet
 
     resnet, pretrained = _resnet18(weights)
-    body = create_body(resnet, n_in=1, pretrained=pretrained, cut=-2)
+    body = create_body(resnet, n_in=in_channels, pretrained=pretrained, cut=-2)
     net = DynamicUnet(body, n_out=out_channels, img_size=(size, size))
     # fastai ends with ToTensorBase, which wraps outputs in its own tensor subclass: extra Python
     # per operation downstream, and torch.compile recurses on it. Plain tensors out instead.
