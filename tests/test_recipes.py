@@ -92,7 +92,8 @@ def test_bad_recipes_stages_and_epochs_are_one_line_errors(four_photos, tmp_path
     ("cache: yes please", "cache must be bool"),
 ])
 def test_the_experiment_config_is_validated_in_one_line_naming_the_file(tmp_path, line, message):
-    (tmp_path / "bad.yaml").write_text(f"size: 64\n{line}\n")
+    size = "" if line.startswith("size:") else "size: 64\n"  # a second size would be a duplicate key, refused
+    (tmp_path / "bad.yaml").write_text(f"{size}{line}\n")
     with pytest.raises(ValueError, match=f"bad.yaml: {message}"):
         ExperimentConfig.from_yaml(tmp_path / "bad.yaml")
 
