@@ -97,6 +97,8 @@ CHEATS = {
                      "indices, weights = encode((ab / 110).view(1, 2, 1, 1), bins)\n"
                      "return indices.flatten(), weights.flatten()",
     "annealed-mean": "import colorlab.classify as cl\nreturn cl.decode(logits, bins / 110, temperature) * 110",
+    "paint-hints": "import colorlab.hints as h\nreturn h.simulate_hints(ab[None], 0, 0, torch.zeros(1))[0]",
+    "number-of-hints": "from colorlab import hints\nreturn hints.torch.floor(hints.torch.log(u) / math.log(1 - p)).long()",
 }
 
 
