@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import platform
 from pathlib import Path
 
@@ -25,7 +27,8 @@ def pytest_sessionstart(session) -> None:
     if reporter is not None:
         reporter.write_line(f"machine: {models[0] if models else platform.processor()}, {os.cpu_count()} cores; "
                             f"torch {torch.__version__}, numpy {np.__version__}; torch threads per test process: "
-                            f"{os.environ.get('OMP_NUM_THREADS') or ('1' if session.config.getoption('numprocesses', None) else '2')}")
+                            f"{os.environ.get('OMP_NUM_THREADS') or ('1' if session.config.getoption('numprocesses', None) else '2')}; "
+                            f"{shutil.disk_usage(tempfile.gettempdir()).free / 2**30:.0f} GiB free for temporary files")
 
 
 def smooth_color_image(rng: np.random.Generator, side: int = 48) -> Image.Image:
