@@ -144,6 +144,15 @@ class HintGenerator(nn.Module):
         super().__init__()
         self.net = net
         self._hints: torch.Tensor | None = None
+        self.frozen_body = False  # set by freeze_all_but_hints: BatchNorm then stays in eval mode
+
+    def train(self, mode: bool = True) -> "HintGenerator":
+        super().train(mode)
+        if self.frozen_body:
+            for module in self.net.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] == 1:
@@ -179,10 +188,11 @@ def hint_generator_from_spec(spec: dict) -> HintGenerator:
 def widen(generator: nn.Module) -> HintGenerator:
     """A 4-channel `HintGenerator` that, without hints, computes what the 1-channel resnet18 `generator` computes.
 
-    Every tensor of the wider network holds the old one in its leading block; the entries that
-    read a new input channel (the first convolution's hint columns, and the decoder's last
-    block, to which DynamicUnet feeds the input again) are zero; new output channels keep
-    their fresh initialisation, since only zero weights read them.
+    Every tensor of the wider network holds the old one in its leading block; every other entry
+    is zero: those that read a new input channel (the first convolution's hint columns, and the
+    decoder's last block, to which DynamicUnet feeds the input again) and those of the last
+    block's 3 new channels, which its residual connection therefore fills with the hints
+    themselves (what `hint_pathway` lets the final convolution learn from).
     """
     wide = hint_generator_from_spec(hint_spec(generator.spec))
     old, new = generator.state_dict(), wide.net.state_dict()
@@ -191,8 +201,7 @@ def widen(generator: nn.Module) -> HintGenerator:
     for key, value in old.items():
         target = new[key]
         if target.shape != value.shape:
-            if target.dim() > 1:
-                target[:, value.shape[1]:] = 0
+            target.zero_()
             target[tuple(slice(0, n) for n in value.shape)] = value
         else:
             target.copy_(value)
@@ -222,11 +231,63 @@ def hints_start(init: str | Path, size: int, device: str | torch.device = "cpu")
 # --- training -------------------------------------------------------------------------------------------------
 
 
+def hint_pathway(generator: HintGenerator) -> dict[str, torch.Tensor]:
+    """Parameter name -> boolean mask of the entries that read the hints, and only the hints.
+
+    Three places read them: the first convolution's hint columns; in DynamicUnet's last block
+    (which concatenates the input with the decoder's features), the first convolution's hint
+    columns into the 1-channel model's channels; and the final 1 x 1 convolution's columns for the
+    block's 3 new channels, which `widen` made the hints themselves (ReLU of hint a, b and mask).
+    Without hints every one of them multiplies a zero, so training them leaves the no-hint output as it was.
+    """
+    from fastai.layers import ResBlock
+
+    net = generator.net
+    layers = list(net.layers)
+    block = next(layer for layer in reversed(layers) if isinstance(layer, ResBlock))
+    final = layers[layers.index(block) + 1][0]
+    rows = {net.layers[0][0].weight: None, block.convpath[0][0].weight: -HINT_CHANNELS, final.weight: None}
+    masks = {}
+    for name, parameter in net.named_parameters():
+        if any(parameter is weight for weight in rows):
+            mask = torch.zeros_like(parameter, dtype=torch.bool)
+            mask[:next(v for k, v in rows.items() if k is parameter), -HINT_CHANNELS:] = True
+            masks[name] = mask
+    return masks
+
+
+def freeze_all_but_hints(generator: HintGenerator) -> int:
+    """Train only the hint pathway: without hints the generator stays exactly the 1-channel model it grew from.
+
+    Why: trained as a whole, the widened network learns to lean on the hints and gets worse without
+    them (results/hints64/README.md). As ControlNet does for image diffusion models, the automatic
+    colorizer is kept as it is and only what reads the hints learns: every other parameter stops
+    requiring a gradient, the other entries of the three tensors of `hint_pathway` get a zero
+    gradient (Adam then never moves them: its step is 0 / (0 + eps)), and BatchNorm keeps its
+    running statistics (`HintGenerator.train` leaves it in eval mode).
+    Returns the number of trainable entries.
+    """
+    masks = hint_pathway(generator)
+    for name, parameter in generator.net.named_parameters():
+        if name in masks:
+            parameter.register_hook(lambda grad, mask=masks[name]: grad * mask.to(grad.device))
+        else:
+            parameter.requires_grad_(False)
+    generator.frozen_body = True
+    generator.train(generator.training)
+    return int(sum(int(mask.sum()) for mask in masks.values()))
+
+
 class _HintMixin:
-    """Simulate hints for each batch and train the generator given them; the rest is the stage it is mixed into."""
+    """Simulate hints for each batch and train the hint pathway given them (`freeze_all_but_hints`); the
+    rest is the stage it is mixed into."""
 
     generator: HintGenerator
     config: TrainConfig
+
+    def __init__(self, generator: HintGenerator, *args, **kwargs) -> None:
+        super().__init__(generator, *args, **kwargs)
+        freeze_all_but_hints(generator)
 
     def at(self, epoch: int, positions: torch.Tensor) -> None:
         self._where = (epoch, positions)

@@ -31,8 +31,11 @@ from .models import build_discriminator
 Objective = Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 L1_ADAM = {"lr_g": 1e-4, "betas": (0.9, 0.999)}  # the reference tutorial's L1-only stage: Adam(lr=1e-4)
 # stage -> what it changes in TrainConfig's defaults (which are the GAN stage's)
+# Colour hints (colorlab.hints) train only the zero-initialised weights that read the hints: Adam moves each
+# weight by about lr per step, so 1e-4 would leave them near zero for many epochs; 1e-3 for both hint stages.
+HINT_ADAM = {"lr_g": 1e-3, "betas": (0.9, 0.999)}
 STAGE_DEFAULTS: dict[str, dict] = {"pretrain": L1_ADAM, "gan": {}, "classify": L1_ADAM,
-                                   "hints": L1_ADAM, "hints-gan": {}}  # the last two: colour hints (colorlab.hints)
+                                   "hints": HINT_ADAM, "hints-gan": {"lr_g": HINT_ADAM["lr_g"]}}
 STAGE_NAMES = tuple(STAGE_DEFAULTS)
 # stage -> the other names its checkpoints may carry: classification ones written before stages had names of their own
 OLDER_NAMES: dict[str, tuple[str, ...]] = {"classify": ("pretrain",)}

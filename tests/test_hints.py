@@ -201,6 +201,35 @@ def test_the_hint_stage_trains_given_the_hints_of_its_photos(one_channel, monkey
     assert torch.equal(seen[0], simulate_hints(ab, 7, 2, torch.arange(20, 24)))
 
 
+def test_the_hint_stage_trains_only_the_hint_pathway(one_channel):
+    """Three steps at the hint stage's learning rate move the weights that read hints, and nothing of the
+    1-channel model: not its weights, not BatchNorm's statistics, so its no-hint output stays what it was
+    (trained as a whole, the network drifts from it: issue 30's 0.29 dB)."""
+    from colorlab.hints import hint_pathway
+    from colorlab.stages import build_stage, stage_config
+
+    L, ab = _batch(4)
+    wide = widen(one_channel)
+    before = {name: value.clone() for name, value in wide.net.state_dict().items()}
+    stage = build_stage("hints", wide, stage_config("hints", 1, seed=0)).to(torch.device("cpu"))
+    for step in range(3):
+        stage.at(0, torch.arange(4 * step, 4 * step + 4))
+        stage.step(L, ab)
+    masks = hint_pathway(wide)
+    assert set(masks) and all(name in before for name in masks)
+    after = wide.net.state_dict()
+    moved = 0.0
+    for name, old in before.items():
+        keep = ~masks[name] if name in masks else torch.ones_like(old, dtype=torch.bool)
+        assert torch.equal(after[name][keep], old[keep]), name  # untouched values: not recomputed, so exact
+        if name in masks:
+            moved = max(moved, float((after[name] - old)[masks[name]].abs().max()))
+    assert moved > 1e-4  # Adam at lr 1e-3 moved the hint weights
+    wide.eval()
+    with torch.no_grad():
+        assert torch.allclose(wide(L), one_channel.eval()(L), atol=ATOL)
+
+
 def test_the_hints_recipe_needs_a_one_channel_model_to_start_from():
     with pytest.raises(ValueError, match="starts from a 1-channel model"):
         recipes.recipe_generator("hints", 32)

@@ -414,6 +414,30 @@ def test_the_lookup_table_path_matches_colorlab_colors_float_conversion_within_o
     assert difference.max() <= 1 and (difference > 0).mean() < 0.01, (difference.max(), (difference > 0).mean())
 
 
+@pytest.mark.parametrize("height, width", [(1, 1), (1, 7), (5, 1), (300, 257), (700, 100)])
+def test_write_png_is_read_back_by_pil_as_exactly_the_pixels_given(tmp_path, height, width):
+    """colorize's own PNG encoder ("Up" filter, strips of `STRIP_PIXELS`): lossless for any size, including
+    one row, one column and photos of several strips (300x257 and 700x100: the filter crosses strip
+    boundaries, where a wrong "row above" would shift every colour of the next strip)."""
+    import zlib
+
+    from colorlab.colorize import STRIP_PIXELS, write_png
+
+    assert height * width <= STRIP_PIXELS or height > STRIP_PIXELS // width  # the large ones span strips
+    pixels = np.random.default_rng(height * width).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    pixels[height // 2:] //= 3  # some smooth-ish rows too
+    path = tmp_path / "out.png"
+    with open(path, "wb") as file:
+        write_png(pixels, file)
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.mode == "RGB" and image.size == (width, height)
+        image.load()  # PIL checks each chunk's CRC while decoding
+        assert np.array_equal(np.asarray(image), pixels)
+    with pytest.raises(ValueError, match="uint8"):
+        write_png(pixels.astype(np.float32), io.BytesIO())
+    assert zlib.crc32(b"IEND") == int.from_bytes(path.read_bytes()[-4:], "big")
+
+
 def _process_of_rank(rank: int, parent_argv_part: str) -> int | None:
     """The process id of torchrun's rank `rank` whose command line contains `parent_argv_part` (Linux /proc)."""
     for proc in Path("/proc").iterdir():
