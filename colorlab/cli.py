@@ -263,6 +263,38 @@ def _experiment(args) -> int:
     return 0
 
 
+def _add_study(sub) -> None:
+    p = sub.add_parser("study", help="how much data does it take: quality against the number of training photos",
+                       description="Trains the baseline U-Net and the ResNet18-UNet's L1 stage on nested, seeded "
+                                   "subsets of the training photos, the same number of steps each, and measures them "
+                                   "on the same held-out photos beside the grey yardstick (colorlab.study). "
+                                   "Resumable: run it again after an interruption.",
+                       epilog="example: colorlab study configs/study64.yaml --weights imagenet --out runs/study64-imagenet")
+    p.add_argument("config", help="a study YAML file, e.g. configs/study64.yaml")
+    p.add_argument("--weights", choices=("none", "imagenet"), default=None,
+                   help="the ResNet18 encoder's start (default: the config's; imagenet needs the internet once)")
+    p.add_argument("--out", default=None, help="the study's folder (default: the config's `out`)")
+    p.add_argument("--device", type=_device, default=None, help="auto | cpu | cuda ... (default: the config's)")
+
+
+def _study(args) -> int:
+    import dataclasses
+
+    from . import study
+
+    config = study.load_config(args.config)
+    changes = {"weights": None if args.weights == "none" else args.weights} if args.weights else {}
+    changes |= {key: value for key, value in (("out", args.out), ("device", args.device)) if value is not None}
+    config = dataclasses.replace(config, **changes)
+    command = "colorlab study " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["study"] else f"colorlab study {args.config}"
+    with _run_folder(config.out, "colorlab study"):
+        record = study.run_study(config, command=command)
+    print(study.table(record))
+    print(f"colorlab study: {len(record['runs'])} runs, {record.get('wall_seconds', 0):.0f} s in all; "
+          f"wrote {config.out}/metrics.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colorlab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -273,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_colorize(sub)
     _add_experiment(sub)
+    _add_study(sub)
     from .assignments_cli import add_cli
     from .export import add_cli as add_export_cli
     from .hub import add_cli as add_models_cli
@@ -295,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
             from .distributed import launch
 
             launch(args.nproc, _without_nproc(sys.argv[1:] if argv is None else argv))
-    handlers = {"train": _train, "colorize": _colorize, "experiment": _experiment,
+    handlers = {"train": _train, "colorize": _colorize, "experiment": _experiment, "study": _study,
                 "assignments": lambda a: a.func(a), "models": lambda a: a.func(a),
                 "export": lambda a: a.func(a), "data": lambda a: a.func(a)}
     from .assignments_cli import MissingExtraError
