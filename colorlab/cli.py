@@ -349,10 +349,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"colorlab {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except RuntimeError as err:  # under torchrun: another rank died (killed, out of memory): one line per rank
-        from .distributed import lost_a_rank
+        from .distributed import launcher_reports, lost_a_rank
 
         if not lost_a_rank(err):
             raise
+        if launcher_reports():  # `--nproc`'s launcher says which rank died, in one line for the whole job
+            return 1
         print(f"colorlab {args.command}: error: rank {os.environ.get('RANK')} lost contact with another rank "
               f"({_one_line(err)[:160]})", file=sys.stderr)
         return 1

@@ -324,6 +324,7 @@ def torchrun(args: list[str]) -> int:
     from torch.distributed.run import get_args_parser, run
 
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # its log lines repeat the failure
+    os.environ[LAUNCHER_PID] = str(os.getpid())  # the ranks inherit it: `launcher_reports`
     try:
         run(get_args_parser().parse_args(args))
     except ChildFailedError as err:
@@ -334,6 +335,19 @@ def torchrun(args: list[str]) -> int:
               "(for `train`, the same command with --resume continues from the last checkpoint)", file=sys.stderr)
         return 1
     return 0
+
+
+LAUNCHER_PID = "COLORLAB_LAUNCHER_PID"
+
+
+def launcher_reports() -> bool:
+    """True in a rank started by `torchrun` (this module's) whose launcher still runs: it reports a lost rank.
+
+    A rank that loses contact with a killed one then stays silent, so that the job ends with the
+    launcher's one line instead of one more per surviving rank. Under a plain `torchrun`, or once
+    the launcher itself is gone, the rank says what happened itself.
+    """
+    return os.environ.get(LAUNCHER_PID, "") == str(os.getppid())
 
 
 def lost_a_rank(err: BaseException) -> bool:
