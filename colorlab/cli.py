@@ -275,6 +275,8 @@ def _add_study(sub) -> None:
                    help="the ResNet18 encoder's start (default: the config's; imagenet needs the internet once)")
     p.add_argument("--out", default=None, help="the study's folder (default: the config's `out`)")
     p.add_argument("--device", type=_device, default=None, help="auto | cpu | cuda ... (default: the config's)")
+    p.add_argument("--train", default=None, help="a folder of training photos (default: ../shared/data/photos/train)")
+    p.add_argument("--val", default=None, help="a folder of held-out photos (default: ../shared/data/photos/val)")
 
 
 def _study(args) -> int:
@@ -288,7 +290,7 @@ def _study(args) -> int:
     config = dataclasses.replace(config, **changes)
     command = "colorlab study " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["study"] else f"colorlab study {args.config}"
     with _run_folder(config.out, "colorlab study"):
-        record = study.run_study(config, command=command)
+        record = study.run_study(config, args.train and Path(args.train), args.val and Path(args.val), command=command)
     print(study.table(record))
     print(f"colorlab study: {len(record['runs'])} runs, {record.get('wall_seconds', 0):.0f} s in all; "
           f"wrote {config.out}/metrics.json")

@@ -43,6 +43,7 @@ MODELS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ResNet18-UNet (L1)": ("resnet18", ("pretrain",)),
 }
 METRICS = ("psnr", "ssim", "colourfulness", "dCF", "high_chroma")
+RECORDED_RUN = Path(__file__).resolve().parents[1] / "results" / "study64"  # in a repository checkout
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class StudyConfig:
     """One data-efficiency study. Every size must give whole epochs of `steps` (sizes multiples of `batch_size`)."""
 
     sizes: tuple[int, ...] = (80, 160, 320, 640, 1280)
-    steps: int = 240  # optimizer steps of every run, whatever its number of photos
+    steps: int = 160  # optimizer steps of every run, whatever its number of photos
     seeds: tuple[int, ...] = (0,)
     extra_seeds: tuple[int, ...] = (1,)  # more seeds at the smallest sizes, so that the noise shows
     extra_seed_sizes: tuple[int, ...] = (80, 160)
@@ -81,6 +82,16 @@ class StudyConfig:
         extra = [(n, s) for n in self.extra_seed_sizes if n in self.sizes for s in self.extra_seeds]
         pairs = [(n, s) for n in self.sizes for s in self.seeds] + extra
         return [(model, n, s) for n, s in sorted(pairs) for model in self.models]
+
+
+def small_study(n_train: int, batch_size: int, epochs: int, size: int, device: str, out: str | Path) -> StudyConfig:
+    """A study small enough for a chapter: subsets of 1, 2 and 4 batches (those that `n_train` photos allow),
+    `epochs` epochs of the largest, two seeds at the smallest."""
+    sizes = tuple(k * batch_size for k in (1, 2, 4) if k * batch_size <= n_train)
+    if not sizes:
+        raise ValueError(f"study: {n_train} training photos are fewer than one batch of {batch_size}")
+    return StudyConfig(sizes=sizes, steps=epochs * (sizes[-1] // batch_size), extra_seed_sizes=sizes[:1],
+                       size=size, batch_size=batch_size, device=device, out=str(out))
 
 
 def nested_subsets(files: list[Path], sizes: tuple[int, ...], seed: int) -> dict[int, list[Path]]:
@@ -128,19 +139,21 @@ def provenance(command: str) -> dict:
             "torch": torch.__version__}
 
 
-def run_study(config: StudyConfig, train_folder: Path | None = None, val_folder: Path | None = None,
+def run_study(config: StudyConfig, train: Path | list[Path] | None = None, val: Path | list[Path] | None = None,
               command: str = "colorlab study", progress: bool = True) -> dict:
     """Train and measure every run of `config` not yet in `out/metrics.json`; returns the whole record.
 
-    The record is rewritten after each run, so an interrupted study resumes where it stopped
-    (a run interrupted mid-training resumes from its stage checkpoint).
+    `train` and `val` are folders (their usable photos are taken) or lists of photo files; by
+    default ../shared/data/photos/train and val. The record is rewritten after each run, so an
+    interrupted study resumes where it stopped (a run interrupted mid-training resumes from its
+    stage checkpoint).
     """
     root = shared_data_dir()
-    train_folder = train_folder or (root / "photos" / "train" if root else None)
-    val_folder = val_folder or (root / "photos" / "val" if root else None)
-    if train_folder is None or val_folder is None:
+    train = train or (root / "photos" / "train" if root else None)
+    val = val or (root / "photos" / "val" if root else None)
+    if train is None or val is None:
         raise FileNotFoundError("study: no photos: ../shared/data (or $COLORLAB_SHARED_DATA) is not here; "
-                                "give train_folder and val_folder")
+                                "give the training and held-out photos (--train DIR --val DIR)")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     record_path = out / "metrics.json"
@@ -149,11 +162,11 @@ def run_study(config: StudyConfig, train_folder: Path | None = None, val_folder:
         raise ValueError(f"study: {record_path} holds a study with other settings; use another `out`")
     device = pick_device(config.device)
     weights = encoder_weights(config.weights)
-    photos = usable_photos(train_folder)
-    held_out = usable_photos(val_folder)[:config.n_val]
+    photos = usable_photos(train) if isinstance(train, Path) else sorted(train)
+    held_out = (usable_photos(val) if isinstance(val, Path) else sorted(val))[:config.n_val]
     batches = val_batches(held_out, config.size, device)
     record.update({"config": _jsonable(config), "weights_used": weights, "n_train_usable": len(photos),
-                   "n_val": len(held_out), "val_photos": str(val_folder)})
+                   "n_val": len(held_out), "val_photos": str(val) if isinstance(val, Path) else "a list of files"})
     record.setdefault("provenance", provenance(command))
     grey = evaluate(Grey(), batches)
     record.setdefault("yardsticks", {"grey": _pick(grey), "truth": {"colourfulness": grey["colourfulness_true"],
@@ -165,7 +178,7 @@ def run_study(config: StudyConfig, train_folder: Path | None = None, val_folder:
         began = time.perf_counter()
         recipe, stages = MODELS[model]
         print(f"study: run {len(runs) + 1} of {len(config.runs())}: {model}, {n} photos, seed {seed}, "
-              f"{config.epochs(n)} epochs = {config.steps} steps", flush=True)
+              f"{config.epochs(n)} epoch(s) = {config.steps} steps", flush=True)
         trained = train_recipe(recipe, subsets[seed][n], out / run_key(model, n, seed), size=config.size,
                                epochs={stage: config.epochs(n) for stage in stages}, batch_size=config.batch_size,
                                seed=seed, stages=stages, weights=weights if recipe == "resnet18" else None,
@@ -181,6 +194,12 @@ def run_study(config: StudyConfig, train_folder: Path | None = None, val_folder:
         _write(record_path, record)
     _write(record_path, record)
     return record
+
+
+def recorded_study(folder: str | Path = RECORDED_RUN) -> dict | None:
+    """The committed study's record (results/study64/metrics.json), or None where it is not (a pip install)."""
+    path = Path(folder) / "metrics.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def curves(record: dict) -> dict[str, dict[int, list[float]]]:
