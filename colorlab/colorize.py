@@ -29,9 +29,11 @@ colorize its own results into `a_color_color.png`). One `SkippedOutputWarning` n
 
 from __future__ import annotations
 
+import copy
 import functools
 import itertools
 import math
+import queue
 import struct
 import warnings
 import zlib
@@ -59,6 +61,7 @@ STRIP_PIXELS = 1 << 16  # pixels converted at once: the Lab conversions make ~20
 _JPEG_SCALES = (1, 2, 4, 8)  # the reductions a JPEG decoder can apply while decoding
 BATCH_IMAGES = 16  # photos predicted in one forward pass...
 BATCH_PIXELS = 16_000_000  # ... unless their decoded pixels would pass this (a batch is held decoded at once)
+NETWORK_WORKERS = 2  # batches predicted at once on a CPU, one torch thread each (`_Networks`)
 PNG_COMPRESS_LEVEL = 1  # zlib level 1: about 4x faster than the default 6 on a 12 MP photo, files ~10-20% larger
 _XYZ_FROM_RGB, _RGB_FROM_XYZ = color._XYZ_FROM_RGB.numpy(), color._RGB_FROM_XYZ.numpy()  # colorlab.color's matrices
 Predictor = Callable[[torch.Tensor], torch.Tensor]  # normalised L (B, 1, s, s) -> normalised ab (B, 2, s, s)
@@ -314,8 +317,11 @@ def colorize_files(
         else:
             todo.append((path, target))
     batch: list[tuple[Path, Image.Image]] = []
+    # ONNX Runtime runs its own thread pool in one session: one worker for it
+    workers = NETWORK_WORKERS if device.type == "cpu" and len(todo) > 1 and engine == "torch" else 1
     with tqdm(total=len(todo), desc="colorize", unit="img", disable=len(todo) < 2) as bar, \
-            _Writer(written, failures, bar, split_cores=device.type == "cpu" and len(todo) > 1) as writer:
+            _Networks(generator, spec["size"], device, workers) as networks, \
+            _Writer(written, failures, bar) as writer:
         for done, (path, target, image) in enumerate(_decoded(todo)):
             if isinstance(image, ImageLoadError):
                 failures.append((path, str(image)))
@@ -323,12 +329,11 @@ def colorize_files(
                 continue
             if batch and (len(batch) == BATCH_IMAGES
                           or sum(i.width * i.height for _, i in batch) + image.width * image.height > BATCH_PIXELS):
-                writer.submit(batch, predict_ab(generator, [i for _, i in batch], spec["size"], device),
-                              len(todo) - done)
+                writer.submit(batch, networks.predict([i for _, i in batch]), len(todo) - done)
                 batch = []
             batch.append((target, image))
         if batch:
-            writer.submit(batch, predict_ab(generator, [i for _, i in batch], spec["size"], device), 0)
+            writer.submit(batch, networks.predict([i for _, i in batch]), 0)
     if existing or own_outputs:
         warnings.warn(_skipped_line(existing, own_outputs), SkippedOutputWarning, stacklevel=2)
     return written, failures
@@ -360,31 +365,65 @@ def _decoded(todo: list[tuple[Path, Path]], ahead: int = BATCH_IMAGES
             yield path, target, image
 
 
-class _Writer:
-    """Writes colorized photos (full-resolution colour, PNG, atomic write) in a thread beside the network.
+class _Networks:
+    """The network half of the pipeline: each batch's prediction runs in one of `workers` threads.
 
-    While the network predicts the next batch, this thread turns the previous one into PNGs: both
-    release the GIL (torch, numpy, zlib), so on a CPU the two halves of the work overlap. With
-    `split_cores`, torch gets one thread fewer for the network while this runs, so that the two do
-    not fight over the same cores (on 2 cores: one each). At most one batch waits, which bounds the
-    memory to two batches of decoded photos (`BATCH_PIXELS` each). A write that fails stops the
-    run (`ColorizeStopped`, counting this batch's rest and the `later` inputs); `written` keeps the
-    order of the inputs.
+    On a CPU, the network is the slowest part (docs/performance.md), so two threads predict two
+    batches at once, each with one torch thread and its own copy of the generator (fastai's
+    DynamicUnet keeps its skip connections' activations on the module: one copy per thread), while
+    `_Writer` writes the batch before. Two single-threaded forward passes use two cores better than
+    one two-threaded pass that shares them with the writer. On a GPU, and for ONNX Runtime (which
+    has its own thread pool): one worker, the generator itself.
     """
 
-    def __init__(self, written: list[Path], failures: list[tuple[Path, str]], bar: tqdm, split_cores: bool) -> None:
+    def __init__(self, generator: Predictor, size: int, device: torch.device, workers: int) -> None:
+        self.size, self.device = size, device
+        copies = [generator] + [copy.deepcopy(generator) for _ in range(workers - 1)]
+        self.free: queue.SimpleQueue = queue.SimpleQueue()
+        for model in copies:
+            self.free.put(model)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="colorize-network")
+        self.threads, self.workers = torch.get_num_threads(), workers
+
+    def __enter__(self) -> "_Networks":
+        if self.workers > 1:  # the cores left beside the writer, shared by the workers (on 2 cores: one thread each)
+            torch.set_num_threads(max(1, (self.threads - 1) // self.workers))
+        return self
+
+    def predict(self, images: list[Image.Image]) -> Future:
+        return self.pool.submit(self._predict, images)
+
+    def _predict(self, images: list[Image.Image]) -> list[np.ndarray]:
+        model = self.free.get()
+        try:
+            return predict_ab(model, images, self.size, self.device)
+        finally:
+            self.free.put(model)
+
+    def __exit__(self, kind, error, traceback) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(self.threads)
+
+
+class _Writer:
+    """The writing half of the pipeline (full-resolution colour, PNG, atomic write), in its own thread.
+
+    While the network predicts the next batches, this thread turns the previous one into PNGs:
+    torch, numpy and zlib release the GIL, so the halves overlap. At most one batch waits to be
+    written, which bounds the memory to a few batches of decoded photos (`BATCH_PIXELS` each). A
+    write that fails stops the run (`ColorizeStopped`, counting this batch's rest and the `later`
+    inputs); `written` keeps the order of the inputs.
+    """
+
+    def __init__(self, written: list[Path], failures: list[tuple[Path, str]], bar: tqdm) -> None:
         self.written, self.failures, self.bar = written, failures, bar
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="colorize-writer")
         self.pending: Future | None = None
-        self.threads = torch.get_num_threads()
-        self.split_cores = split_cores and self.threads > 1
 
     def __enter__(self) -> "_Writer":
-        if self.split_cores:
-            torch.set_num_threads(self.threads - 1)
         return self
 
-    def submit(self, batch: list[tuple[Path, Image.Image]], predicted: list[np.ndarray], later: int) -> None:
+    def submit(self, batch: list[tuple[Path, Image.Image]], predicted: Future, later: int) -> None:
         self._wait()
         self.pending = self.pool.submit(self._write, batch, predicted, later)
 
@@ -393,8 +432,8 @@ class _Writer:
             pending, self.pending = self.pending, None
             pending.result()  # re-raises a ColorizeStopped of the writer thread here
 
-    def _write(self, batch: list[tuple[Path, Image.Image]], predicted: list[np.ndarray], later: int) -> None:
-        for index, ((target, image), ab) in enumerate(zip(batch, predicted)):
+    def _write(self, batch: list[tuple[Path, Image.Image]], predicted: Future, later: int) -> None:
+        for index, ((target, image), ab) in enumerate(zip(batch, predicted.result())):
             result = _apply_ab(np.asarray(image), ab)
             try:
                 with atomic_write(target, "colorized image") as tmp, open(tmp, "wb") as file:
@@ -411,8 +450,6 @@ class _Writer:
                 self._wait()
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
-            if self.split_cores:
-                torch.set_num_threads(self.threads)
 
 
 def _skipped_line(existing: list[Path], own_outputs: list[Path], shown: int = 3) -> str:

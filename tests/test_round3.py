@@ -414,6 +414,35 @@ def test_the_lookup_table_path_matches_colorlab_colors_float_conversion_within_o
     assert difference.max() <= 1 and (difference > 0).mean() < 0.01, (difference.max(), (difference > 0).mean())
 
 
+def test_the_threaded_pipeline_paints_each_photo_as_colorize_image_does(tmp_path):
+    """colorize_files decodes, predicts (two threads, each with its own copy of a ResNet18-DynamicUnet, whose
+    skip connections live on the module) and writes in threads; every photo must still get its own colours:
+    a shared model or a batch mix-up would paint one photo with another's. Three batches of photos of several
+    sizes, each compared with `colorize_image` of that photo alone (one forward pass of one photo: float sums in
+    another order, so within one level of 255)."""
+    from colorlab.colorize import BATCH_IMAGES, colorize_files, colorize_image
+    from colorlab.models import build_generator
+
+    torch.manual_seed(0)
+    generator = build_generator("resnet18", 32, weights=None)
+    checkpoint = save_checkpoint(tmp_path / "r18.pt", {"spec": generator.spec, "generator": generator.state_dict()})
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2 * BATCH_IMAGES + 5):
+        size = (int(rng.integers(20, 90)), int(rng.integers(20, 90)))
+        Image.fromarray(rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)).resize(size, Image.BICUBIC).save(
+            folder / f"p{i:02d}.png")
+    written, failures = colorize_files([folder], tmp_path / "out", checkpoint, device="cpu")
+    assert not failures and len(written) == 2 * BATCH_IMAGES + 5
+    generator.eval()
+    for target in written:
+        with Image.open(folder / target.name.replace("_color.png", ".png")) as photo:
+            alone = np.asarray(colorize_image(generator, photo.convert("RGB"), 32)).astype(int)
+        with Image.open(target) as result:
+            assert np.abs(np.asarray(result).astype(int) - alone).max() <= 1, target.name
+
+
 @pytest.mark.parametrize("height, width", [(1, 1), (1, 7), (5, 1), (300, 257), (700, 100)])
 def test_write_png_is_read_back_by_pil_as_exactly_the_pixels_given(tmp_path, height, width):
     """colorize's own PNG encoder ("Up" filter, strips of `STRIP_PIXELS`): lossless for any size, including
