@@ -51,7 +51,7 @@ class StudyConfig:
     """One data-efficiency study. Every size must give whole epochs of `steps` (sizes multiples of `batch_size`)."""
 
     sizes: tuple[int, ...] = (80, 160, 320, 640, 1280)
-    steps: int = 160  # optimizer steps of every run, whatever its number of photos
+    steps: int = 80  # optimizer steps of every run, whatever its number of photos
     seeds: tuple[int, ...] = (0,)
     extra_seeds: tuple[int, ...] = (1,)  # more seeds at the smallest sizes, so that the noise shows
     extra_seed_sizes: tuple[int, ...] = (80, 160)
