@@ -18,7 +18,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
-from . import runs
+from . import record, runs
 
 from .data import COCO_CAP
 from .losses import GAN_MODES
@@ -138,7 +138,8 @@ def _train(args) -> int:
                        num_workers=args.num_workers, cache=args.cache, init=args.init)
     from .recipes import run
 
-    resuming = args.resume and any((Path(config.out) / f"{stage}.pt").is_file() for stage in RECIPES[config.recipe])
+    resuming = args.resume and any((Path(config.out) / f"{stage}.pt").is_file()
+                                   for stage in RECIPES[config.recipe].stages)
     if args.resume and not resuming:
         print(f"colorlab train: no checkpoint in {config.out}/ to resume from; starting a new run", file=sys.stderr)
     identity = runs.run_identity(asdict(config), int(os.environ.get("WORLD_SIZE", "1")))
@@ -147,11 +148,12 @@ def _train(args) -> int:
             runs.check_resume(config.out, identity)
         if _is_main_rank() and not (resuming and (Path(config.out) / runs.RUN_FILE).is_file()):
             runs.record_identity(config.out, identity)
-        summary = run(config)
+        summary = run(config, command=record.command_line("colorlab train"))
     if summary is None:  # another rank of a torchrun job: rank 0 reports
         return 0
     print(json.dumps(summary["metrics"], indent=1))
-    print(f"wrote {config.out}/ (checkpoints, metrics.json, losses.png, samples.png) in {summary['seconds']} s")
+    print(f"wrote {config.out}/ (checkpoints, metrics.json, losses.png, samples.png); "
+          f"training seconds per stage: {summary['seconds']}")
     return 0
 
 

@@ -13,8 +13,9 @@ from colorlab import book
 from colorlab.checkpoint import load_checkpoint, save_checkpoint
 from colorlab.experiment import ExperimentConfig
 from colorlab.models import build_generator
-from colorlab.recipes import RECIPES, train_recipe
+from colorlab.recipes import RECIPES, RunConfig, train_recipe
 from colorlab.stages import stage_config
+from colorlab.train import History
 from tests.conftest import smooth_color_image
 
 
@@ -27,9 +28,25 @@ def four_photos(tmp_path_factory) -> list[Path]:
     return sorted(folder.glob("*.png"))
 
 
-def test_the_recipes_are_lists_of_stages():
-    assert RECIPES == {"baseline": ("gan",), "resnet18": ("pretrain", "gan"), "classification": ("classify",),
-                       "hints": ("hints",), "hints-gan": ("hints", "hints-gan")}
+@pytest.mark.parametrize("recipe, expected", [
+    ("baseline", [("gan", 3)]),
+    ("resnet18", [("pretrain", 2), ("gan", 3)]),
+])
+def test_a_recipe_trains_its_stages_in_order_the_last_for_epochs_the_others_for_pretrain_epochs(
+        four_photos, tmp_path, monkeypatch, recipe, expected):
+    """What trains is read from the recipe's entry: breaking its stage order or the epochs rule fails here."""
+    trained = []
+
+    def record_fit(stage, loader, **kwargs):
+        trained.append((stage.name, stage.config.epochs))
+        return History()
+
+    monkeypatch.setattr("colorlab.recipes.fit", record_fit)
+    config = RunConfig(recipe=recipe, epochs=3, pretrain_epochs=2, weights=None)
+    train_recipe(recipe, four_photos, tmp_path, size=32, epochs=config.stage_epochs, weights=None, device="cpu",
+                 progress=False, cache=False, num_workers=0)
+    assert trained == expected
+    assert list(RECIPES[recipe].stages) == [stage for stage, _ in expected]
 
 
 def _train(photos, out, **kwargs):
