@@ -323,9 +323,6 @@ def recorded_comparison(folder: str | Path = RECORDED_RUN) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-PUBLISHED = ("baseline-64", "resnet18-l1-64", "resnet18-gan-64")  # the regression models of the recorded comparison (compare.py)
-
-
 @torch.no_grad()
 def decoding_grid(model: ClassColorizer, L: torch.Tensor, ab: torch.Tensor,
                   temperatures: tuple[float, ...] = (0.0, TEMPERATURE, 1.0), max_rows: int = 8):

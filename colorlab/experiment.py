@@ -267,8 +267,7 @@ def export_models(checkpoints: Path, folder: str | Path, summary: dict) -> list[
                           f"batch {config['batch_size']}, seed {config['seed']}",
             "backbone_init": ("N(0, 0.02)" if model.recipe == "baseline" else
                               "ImageNet" if summary["pretrained_backbone"] else "random"),
-            **{field: summary[field] for field in ("config", "command", "commit", "device", "versions")},
-            "date": summary["finished"][:10],
+            **{field: summary[field] for field in ("config", "command", "commit", "device", "versions", "date")},
             "seconds_per_stage": {stage: summary["seconds"][stage] for stage in stages},
             "validation": {"photos": f"{summary['n_val']} validation photos of data={config['data']}",
                            "metrics": summary["metrics"][key]},

@@ -41,6 +41,11 @@ def device_name(device: str | torch.device) -> str:
     return f"{device.type} ({os.cpu_count()} cores)"
 
 
+def now() -> str:
+    """The time in UTC, as records write it: 2026-12-07T10:30:00Z."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
 def versions() -> dict[str, str]:
     from . import __version__
 
@@ -55,14 +60,11 @@ def command_line(program: str, argv: list[str] | None = None) -> str:
 
 
 def provenance(command: str, device: str | torch.device, started: str | None = None) -> dict:
-    """The head of every record: command, commit, device, library versions, start and end dates (UTC)."""
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    """The head of every record: command, commit, device, library versions, start and end times (UTC), and
+    the date it was made (the day it finished)."""
+    finished = now()
     return {"command": command, "commit": commit(), "device": device_name(device), "versions": versions(),
-            "started": started or now, "finished": now}
-
-
-def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            "date": finished[:10], "started": started or finished, "finished": finished}
 
 
 def training_seconds(histories: Mapping[str, object]) -> dict[str, float]:
