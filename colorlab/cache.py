@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm  # plain text bars: notebooks without ipywidgets too
 
 from .atomic import atomic_write
-from .data import CACHE_DIR, load_resized
+from .data import CACHE_DIR, ImageDataset, load_resized, make_loader
 
 # Part of every cache key: bump it when ImageDataset changes how it decodes or resizes.
 CACHE_FORMAT = "colorlab-images-v1: load_rgb(max_side=4*size) + bicubic squash, (N, 3, size, size) uint8"
@@ -140,4 +140,13 @@ def _sigterm_as_interrupt(total: int) -> Iterator[dict[str, int]]:
         signal.signal(signal.SIGTERM, previous)
 
 
-__all__ = ["CACHE_FORMAT", "CachedImages", "cache_key"]
+def train_loader(files: list[Path], size: int, batch_size: int, seed: int, cache: bool = True,
+                 num_workers: int | None = None, progress: bool = True) -> DataLoader:
+    """The training DataLoader; with `cache`, images are decoded and resized once (`CachedImages`)."""
+    if cache:  # batches are one read from a memory map: worker processes would only add overhead
+        return make_loader(CachedImages(files, size, progress=progress), batch_size, train=True, seed=seed,
+                           num_workers=num_workers or 0)
+    return make_loader(ImageDataset(files, size), batch_size, train=True, seed=seed, num_workers=num_workers)
+
+
+__all__ = ["CACHE_FORMAT", "CachedImages", "cache_key", "train_loader"]

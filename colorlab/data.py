@@ -320,17 +320,6 @@ def to_model_batch(
     return rgb_to_L_ab(rgb.float() / 255.0)
 
 
-def train_loader(files: list[Path], size: int, batch_size: int, seed: int, cache: bool = True,
-                 num_workers: int | None = None, progress: bool = True) -> DataLoader:
-    """The training DataLoader; with `cache`, images are decoded and resized once (colorlab.cache)."""
-    if cache:  # batches are one read from a memory map: worker processes would only add overhead
-        from .cache import CachedImages  # colorlab.cache reads images with this module
-
-        return make_loader(CachedImages(files, size, progress=progress), batch_size, train=True, seed=seed,
-                           num_workers=num_workers or 0)
-    return make_loader(ImageDataset(files, size), batch_size, train=True, seed=seed, num_workers=num_workers)
-
-
 def val_batches(files: list[Path], size: int, device: torch.device | str,
                 batch_size: int = 16) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(L, ab) batches of `files` in a fixed order, without flips: for validation, or to look at training photos."""

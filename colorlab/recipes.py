@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from . import distributed
-from .data import COCO_CAP, LOAD_SIDE_FACTOR, load_split, train_loader, val_batches
+from .cache import train_loader
+from .data import COCO_CAP, LOAD_SIDE_FACTOR, load_split, val_batches
 from .evaluate import evaluate, sample_grid
 from .models import IMAGENET, build_generator, check_size
 from .record import now, provenance, training_seconds, write_record
