@@ -29,6 +29,7 @@ OFFLINE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field
 LOAD_SIDE_FACTOR = 4  # training decodes an image at most this many times its target size (see load_resized)
 CACHE_DIR = Path(os.environ.get("COLORLAB_CACHE", Path.home() / ".cache" / "colorlab"))
 COCO_CAP = 10_000  # the reference tutorial draws 10k of the COCO sample's ~20k photos
+COCO_SAMPLE_BYTES = 3_245_877_008  # the archive's size, as fastai/data/download_checks.py records it
 
 
 class DataUnavailableError(RuntimeError):
@@ -77,7 +78,7 @@ def offline_images(n_images: int = 64, seed: int = 0, side: int = 256) -> list[P
 def coco_sample() -> list[Path]:
     """fastai's COCO sample (URLs.COCO_SAMPLE), from which the reference tutorial draws its 10k images.
 
-    The archive is 3.2 GB (3,245,877,008 bytes, as fastai/data/download_checks.py records it) and
+    The archive is `COCO_SAMPLE_BYTES` (as fastai/data/download_checks.py records it) and
     holds about 20k images; `load_split("coco")` draws `COCO_CAP` (10k) of them.
     """
     try:
