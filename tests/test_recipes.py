@@ -115,9 +115,33 @@ def test_the_experiment_config_is_validated_in_one_line_naming_the_file(tmp_path
         ExperimentConfig.from_yaml(tmp_path / "bad.yaml")
 
 
-def test_the_experiment_config_accepts_the_published_models_settings():
-    config = ExperimentConfig(size=64, weights=None, output="linear", n_images=None, pretrain_epochs=12)
-    assert (config.output, config.pretrain_epochs) == ("linear", 12)
+class _Stop(Exception):
+    pass
+
+
+def test_the_experiments_settings_reach_the_recipes_it_trains(four_photos, tmp_path, monkeypatch):
+    """The published models' settings (linear output, 12 L1 epochs) are what the experiment trains with."""
+    from colorlab import experiment
+
+    calls = {}
+
+    def capture(recipe, files, out, **kwargs):
+        calls[recipe] = kwargs
+        if recipe == "resnet18":
+            raise _Stop  # both recipes seen: nothing else to check
+        return None
+
+    monkeypatch.setattr(experiment, "train_recipe", capture)
+    monkeypatch.setattr(experiment, "load_split", lambda *args, **kwargs: (four_photos, four_photos))
+    config = ExperimentConfig(size=32, weights=None, output="linear", baseline_epochs=2, pretrain_epochs=12,
+                              gan_epochs=3, batch_size=4, seed=7)
+    with pytest.raises(_Stop):
+        experiment.run_experiment(config, tmp_path, device="cpu", progress=False)
+    assert calls["baseline"]["epochs"] == {"gan": 2}
+    assert calls["resnet18"]["epochs"] == {"pretrain": 12, "gan": 3}
+    assert (calls["resnet18"]["output"], calls["resnet18"]["weights"]) == ("linear", None)
+    for kwargs in calls.values():
+        assert (kwargs["size"], kwargs["batch_size"], kwargs["seed"], kwargs["resume"]) == (32, 4, 7, True)
 
 
 def test_published_or_train_uses_the_published_model_and_trains_nothing(register_published, tiny_checkpoint,
