@@ -32,7 +32,7 @@ from . import distributed
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .data import epoch_positions, flip_mask, to_model_batch
 from .runtime import announce, pick_device, precision_policy
-from .stages import OLDER_NAMES, Stage, TrainConfig
+from .stages import Stage, TrainConfig
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -219,7 +219,7 @@ def resumable_state(checkpoint_path: str | Path | None, spec: dict, stage: str, 
     if not checkpoint_path or not Path(checkpoint_path).is_file():
         return None
     state = load_checkpoint(checkpoint_path, expected_spec=spec, map_location=map_location)
-    if state["stage"] not in (stage, *OLDER_NAMES.get(stage, ())):
+    if state["stage"] != stage:
         raise ValueError(f"{checkpoint_path} is a '{state['stage']}' checkpoint, this is the '{stage}' stage")
     _check_same_config(state["config"], asdict(config), checkpoint_path)
     return state

@@ -1,4 +1,4 @@
-"""Issue 19's controlled comparison: does a bounded output stop GAN fine-tuning's red blotches?
+"""The controlled comparison of chapter 7, section 7: does a bounded output stop GAN fine-tuning's red blotches?
 
 Every run starts from the same published L1-pretrained generator (resnet18-l1-64), with the
 same seed, data (the shared photos at 64 px, batch 16) and discriminator init, and is fine-tuned
