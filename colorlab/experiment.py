@@ -176,8 +176,8 @@ def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "aut
     out = Path(out)
     checkpoints = out / "checkpoints"
     train_files, val_files = distributed.main_first(ddp, load_split, config.data, config.n_images, seed=config.seed)
-    common = dict(size=config.size, batch_size=config.batch_size, seed=config.seed, device=device, resume=True,
-                  progress=progress, cache=config.cache)
+    common = dict(size=config.size, batch_size=config.batch_size, seed=config.seed, device=device, ddp=ddp,
+                  resume=True, progress=progress, cache=config.cache)
     trained = {
         "baseline": train_recipe("baseline", train_files, checkpoints, epochs={"gan": config.baseline_epochs},
                                  prefix="baseline_", **common),

@@ -137,7 +137,8 @@ def train_recipe(recipe: str, train_files: list[Path], out: str | Path, *, size:
                  generator: nn.Module | None = None, weights: str | None = None, output: str | None = None,
                  init: str | Path | None = None, overrides: Mapping[str, dict] | None = None,
                  device: str | torch.device = "auto", resume: bool = True, progress: bool = True,
-                 cache: bool = True, num_workers: int | None = None, prefix: str = "") -> Trained:
+                 cache: bool = True, num_workers: int | None = None, prefix: str = "",
+                 ddp: distributed.Dist | None = None) -> Trained:
     """Train `recipe`'s `stages` (all by default) in order on `train_files`, each into `out/<prefix><stage>.pt`.
 
     Seeds torch with `seed` and builds the recipe's generator (unless `generator` continues one,
@@ -148,7 +149,8 @@ def train_recipe(recipe: str, train_files: list[Path], out: str | Path, *, size:
     changes of its settings (`colorlab.stages.stage_config`). With `resume`, every stage's
     checkpoint is checked before the first one trains, and each stage continues from its own
     (a finished one returns its stored history at once). `cache` decodes every image once
-    (`colorlab.cache`), as `colorlab train` does.
+    (`colorlab.cache`), as `colorlab train` does. `ddp` is the process group's `Dist` when the caller
+    has resolved it with `distributed.setup` (then `device` is this rank's); else it is resolved here.
     """
     entry = _recipe(recipe)
     stages = tuple(stages or entry.stages)
@@ -157,7 +159,9 @@ def train_recipe(recipe: str, train_files: list[Path], out: str | Path, *, size:
                          f"{', '.join(entry.stages)}")
     if missing := [stage for stage in stages if stage not in epochs]:
         raise ValueError(f"no epochs given for stage {', '.join(missing)}")
-    out, (ddp, device) = Path(out), distributed.setup(pick_device(device))
+    out = Path(out)
+    if ddp is None:  # [ddp] resolved once, here or by the caller, and passed down to fit
+        ddp, device = distributed.setup(pick_device(device))
     loader = distributed.main_first(ddp, train_loader, train_files, size, batch_size, seed, cache=cache,  # [ddp]
                                     num_workers=num_workers, progress=progress and ddp.is_main)  # rank 0 caches
     configs = {stage: stage_config(stage, epochs[stage], seed, **(overrides or {}).get(stage, {})) for stage in stages}
@@ -176,7 +180,7 @@ def train_recipe(recipe: str, train_files: list[Path], out: str | Path, *, size:
             objective = distributed.main_first(ddp, entry.objective, generator, train_files, size)  # [ddp] its cache
         torch.manual_seed(seed)
         histories[stage] = fit(build_stage(stage, generator, config, objective), loader, device=device,
-                               checkpoint_path=checkpoints[stage], resume=resume, progress=progress)
+                               checkpoint_path=checkpoints[stage], resume=resume, progress=progress, ddp=ddp)
     return Trained(generator, histories, checkpoints)
 
 
@@ -238,7 +242,7 @@ def run(config: RunConfig, command: str = "") -> dict | None:
         config.recipe, train_files, out, size=config.size, epochs=config.stage_epochs, batch_size=config.batch_size,
         seed=config.seed, weights=config.weights, init=config.init,
         overrides={"gan": dict(gan_mode=config.gan_mode, lambda_l1=config.lambda_l1)}, device=device,
-        resume=config.resume, progress=config.progress, cache=config.cache, num_workers=config.num_workers)
+        resume=config.resume, progress=config.progress, cache=config.cache, num_workers=config.num_workers, ddp=ddp)
     if not ddp.is_main:  # [ddp]
         return None
 
