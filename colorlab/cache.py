@@ -7,7 +7,7 @@ cache, fast enough for a DataLoader without worker processes.
 
 The file is named by a hash of the resolved paths, their byte sizes and modification
 times, and the image size, so editing, replacing or adding a photo gives a new cache
-(the old one is simply no longer used; delete ``CACHE_DIR/images`` to reclaim the space).
+(the old one is simply no longer used; delete ``IMAGE_CACHE`` to reclaim the space).
 It is written to a temporary file and renamed when complete: an interrupted build (Ctrl-C,
 SIGTERM, disk full) never leaves half a cache or its temporary file behind.
 The pixels are exactly `ImageDataset`'s; but where
@@ -36,6 +36,7 @@ from .data import CACHE_DIR, ImageDataset, load_resized, make_loader
 
 # Part of every cache key: bump it when ImageDataset changes how it decodes or resizes.
 CACHE_FORMAT = "colorlab-images-v1: load_rgb(max_side=4*size) + bicubic squash, (N, 3, size, size) uint8"
+IMAGE_CACHE = CACHE_DIR / "images"  # the decoded images' memory maps
 _MAX_DECODE_THREADS = 8  # PIL releases the GIL while decoding and resizing: threads build the cache in parallel
 
 
@@ -61,7 +62,7 @@ class CachedImages(Dataset):
         if not files:
             raise ValueError("CachedImages needs at least one image file")
         self.files, self.size = [Path(f) for f in files], size
-        folder = Path(cache_dir) if cache_dir is not None else CACHE_DIR / "images"
+        folder = Path(cache_dir) if cache_dir is not None else IMAGE_CACHE
         self.path = folder / f"{cache_key(self.files, size)}-{size}px-{len(self.files)}.npy"
         # The array is stored in sorted-path order (so the key does not depend on the list's order);
         # `_rows[i]` is where files[i] is stored.

@@ -27,6 +27,8 @@ from .io import ImageLoadError, SkippedImageWarning, list_images, load_rgb, scan
 SOURCES = ("offline", "shared", "coco")
 OFFLINE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 LOAD_SIDE_FACTOR = 4  # training decodes an image at most this many times its target size (see load_resized)
+# The root of colorlab's caches ($COLORLAB_CACHE): each kind has one folder below it, defined once where it is
+# used: cache.IMAGE_CACHE, classify.PRIOR_CACHE, hub.MODEL_CACHE, published_data.DATA_CACHE, the offline crops here.
 CACHE_DIR = Path(os.environ.get("COLORLAB_CACHE", Path.home() / ".cache" / "colorlab"))
 COCO_CAP = 10_000  # the reference tutorial draws 10k of the COCO sample's ~20k photos
 COCO_SAMPLE_BYTES = 3_245_877_008  # the archive's size, as fastai/data/download_checks.py records it

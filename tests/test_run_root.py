@@ -13,7 +13,7 @@ SETTINGS = dict(n_images=8, seed=0, size=32)
 
 
 def test_a_chapter_resumes_the_run_colorlab_train_wrote_under_run_root(photo_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr("colorlab.cache.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("colorlab.cache.IMAGE_CACHE", tmp_path / "cache" / "images")
     root = tmp_path / "runs"
     argv = ["train", "--recipe", "baseline", "--offline", "--data", str(photo_folder), "--n-images", "8",
             "--size", "32", "--batch-size", "4", "--epochs", "1", "--device", "cpu", "--run-root", str(root)]
