@@ -6,10 +6,13 @@ A recipe is a named list of stages (`colorlab.stages`), each trained by `colorla
 - "resnet18": ResNet18-DynamicUnet, L1-only pretraining (20 epochs), then cGAN + L1 (20);
 - "classification": ResNet18-DynamicUnet with one output per ab bin, rebalanced cross-entropy
   (Adam as in L1 pretraining), decoded by the annealed mean (colorlab.classify); `init` may
-  name a regression checkpoint of the same size to start from.
+  name a regression checkpoint of the same size to start from;
+- "hints", "hints-gan": the ResNet18-DynamicUnet widened to read colour hints (colorlab.hints), from `init`.
 
-`colorlab train` (`run`: train, evaluate, write the files), `colorlab experiment`, the chapters
-and tools/blotches.py all train through `train_recipe`. A run writes into `out/`: one
+A recipe is data (`Recipe`): its stages and the factories of what differs between recipes (generator,
+objective, evaluation), which `train_recipe` and `run` read instead of branching on its name. `colorlab train` and the studies
+execute a run with `run` (split, train, evaluate, record: `colorlab.record`); `colorlab experiment`, the
+chapters and tools/blotches.py train through `train_recipe`. A run writes into `out/`: one
 checkpoint per stage (`pretrain.pt`, `gan.pt`, `classify.pt`; resumable), and with `run` also
 `history.json`, `metrics.json`, `losses.png` and `samples.png` (grayscale | prediction | truth).
 Under torchrun (`colorlab train --nproc N`) every process trains, rank 0 alone writes these files,
