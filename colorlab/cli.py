@@ -15,7 +15,6 @@ import os
 import sys
 import warnings
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict
 from pathlib import Path
 
 from . import record, runs
@@ -172,7 +171,7 @@ def _train(args) -> int:
                                    for stage in RECIPES[config.recipe].stages)
     if args.resume and not resuming:
         print(f"colorlab train: no checkpoint in {config.out}/ to resume from; starting a new run", file=sys.stderr)
-    identity = runs.run_identity(asdict(config), int(os.environ.get("WORLD_SIZE", "1")))
+    identity = config.spec(int(os.environ.get("WORLD_SIZE", "1"))).as_dict()
     with _run_folder(config.out, "colorlab train"):
         if resuming:
             runs.check_resume(config.out, identity)

@@ -35,6 +35,7 @@ from .data import COCO_CAP, LOAD_SIDE_FACTOR, load_split, val_batches
 from .evaluate import evaluate, sample_grid
 from .models import IMAGENET, build_generator, check_size
 from .record import now, provenance, training_seconds, write_record
+from .runs import RunSpec
 from .runtime import pick_device
 from .stages import Objective, TrainConfig, build_stage, stage_config
 from .train import History, fit, loss_figure, resumable_state
@@ -141,7 +142,7 @@ def train_recipe(recipe: str, train_files: list[Path], out: str | Path, *, size:
                  init: str | Path | None = None, overrides: Mapping[str, dict] | None = None,
                  device: str | torch.device = "auto", resume: bool = True, progress: bool = True,
                  cache: bool = True, num_workers: int | None = None, prefix: str = "",
-                 ddp: distributed.Dist | None = None) -> Trained:
+                 ddp: distributed.Dist | None = None, run_spec: Mapping | None = None) -> Trained:
     """Train `recipe`'s `stages` (all by default) in order on `train_files`, each into `out/<prefix><stage>.pt`.
 
     Seeds torch with `seed` and builds the recipe's generator (unless `generator` continues one,
@@ -154,6 +155,8 @@ def train_recipe(recipe: str, train_files: list[Path], out: str | Path, *, size:
     (a finished one returns its stored history at once). `cache` decodes every image once
     (`colorlab.cache`), as `colorlab train` does. `ddp` is the process group's `Dist` when the caller
     has resolved it with `distributed.setup` (then `device` is this rank's); else it is resolved here.
+    `run_spec` (a `RunSpec` as a dict) is stored in every checkpoint, and a checkpoint of another
+    specification is refused before any stage trains.
     """
     entry = _recipe(recipe)
     stages = tuple(stages or entry.stages)
@@ -174,7 +177,7 @@ def train_recipe(recipe: str, train_files: list[Path], out: str | Path, *, size:
     checkpoints = {stage: out / f"{prefix}{stage}.pt" for stage in stages}
     if resume:  # every stage's checkpoint must fit before the first one trains
         for stage, config in configs.items():
-            resumable_state(checkpoints[stage], generator.spec, stage, config)
+            resumable_state(checkpoints[stage], generator.spec, stage, config, run_spec=run_spec)
     out.mkdir(parents=True, exist_ok=True)
     histories = {}
     for stage, config in configs.items():
@@ -183,7 +186,8 @@ def train_recipe(recipe: str, train_files: list[Path], out: str | Path, *, size:
             objective = distributed.main_first(ddp, entry.objective, generator, train_files, size)  # [ddp] its cache
         torch.manual_seed(seed)
         histories[stage] = fit(build_stage(stage, generator, config, objective), loader, device=device,
-                               checkpoint_path=checkpoints[stage], resume=resume, progress=progress, ddp=ddp)
+                               checkpoint_path=checkpoints[stage], resume=resume, progress=progress, ddp=ddp,
+                               run_spec=run_spec)
     return Trained(generator, histories, checkpoints)
 
 
@@ -220,6 +224,10 @@ class RunConfig:
         if self.n_images is not None and self.n_images < 2:
             raise ValueError(f"n_images must be >= 2 (train + val), got {self.n_images}")
 
+    def spec(self, world_size: int = 1) -> RunSpec:
+        """The run's specification: what decides its weights (`colorlab.runs.RunSpec`), epochs apart."""
+        return RunSpec.of(asdict(self) | {"max_side": LOAD_SIDE_FACTOR * self.size}, world_size)
+
     @property
     def stage_epochs(self) -> dict[str, int]:
         """Epochs per stage: `epochs` for the recipe's last stage, `pretrain_epochs` for the ones before it."""
@@ -245,7 +253,8 @@ def run(config: RunConfig, command: str = "") -> dict | None:
         config.recipe, train_files, out, size=config.size, epochs=config.stage_epochs, batch_size=config.batch_size,
         seed=config.seed, weights=config.weights, init=config.init,
         overrides={"gan": dict(gan_mode=config.gan_mode, lambda_l1=config.lambda_l1)}, device=device,
-        resume=config.resume, progress=config.progress, cache=config.cache, num_workers=config.num_workers, ddp=ddp)
+        resume=config.resume, progress=config.progress, cache=config.cache, num_workers=config.num_workers, ddp=ddp,
+        run_spec=config.spec(ddp.world_size).as_dict())
     if not ddp.is_main:  # [ddp]
         return None
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from tqdm import tqdm  # plain text bars: notebooks without ipywidgets too
 from . import distributed
 from .checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint
 from .data import epoch_positions, flip_mask, to_model_batch
+from .runs import spec_differences
 from .runtime import PrecisionPolicy, announce, pick_device, precision_policy
 from .stages import Stage, TrainConfig
 
@@ -114,6 +116,7 @@ class _Loop:
     scaler: torch.amp.GradScaler | None
     checkpoint_path: str | Path | None
     progress: bool
+    run_spec: dict | None  # the run's specification (colorlab.runs.RunSpec), stored in every checkpoint
 
     @property
     def global_batch(self) -> int:
@@ -129,7 +132,7 @@ class _Loop:
             "epoch": point.epoch, "step": point.step, "samples": point.samples,
             "partial": {k: v.detach().cpu() for k, v in sums.items()}, **self.stage.state_dict(),
             "history": history.epochs, "rng": capture_rng(),
-        })
+        } | ({"run": dict(self.run_spec)} if self.run_spec is not None else {}))
 
 
 def fit(
@@ -142,6 +145,7 @@ def fit(
     sync_bn: bool | None = None,
     epoch_lines: bool = True,
     ddp: distributed.Dist | None = None,
+    run_spec: Mapping | None = None,
 ) -> History:
     """Train `stage` (`colorlab.stages`) on `loader` (uint8 RGB batches) for `stage.config.epochs` epochs.
 
@@ -153,6 +157,8 @@ def fit(
     makes BatchNorm use the global batch's statistics. Rank 0 writes the checkpoint; the returned
     history holds the losses averaged over the ranks. `ddp` is the process group's `Dist` when the
     caller has resolved it (`distributed.setup`) and `device` is then this rank's device.
+    `run_spec`, the run's specification (`colorlab.runs.RunSpec` as a dict), is stored in every
+    checkpoint; resuming from a checkpoint of another specification is refused, naming the differences.
 
     `progress` shows a bar per epoch (cleared when the epoch ends); `epoch_lines` prints one line
     per epoch that stays (`epoch_line`): a notebook whose bars are off, e.g. a chapter in Colab,
@@ -165,12 +171,12 @@ def fit(
     if ddp.is_main:  # [ddp] one line per run, not per process
         announce(precision)
     loop = _Loop(stage, loader, ddp, torch.device(device), precision, precision.grad_scaler(), checkpoint_path,
-                 progress)
+                 progress, None if run_spec is None else dict(run_spec))
     stage.to(loop.device, torch.channels_last if loop.device.type == "cuda" else torch.contiguous_format)
 
     history, start = History(), ResumePoint()
     if resume and (state := resumable_state(checkpoint_path, stage.generator.spec, stage.name, config,
-                                            map_location=loop.device)):
+                                            map_location=loop.device, run_spec=run_spec)):
         stage.load_state_dict(state)
         history, start = History(state["history"]), ResumePoint.from_checkpoint(state, loader.batch_size)
         restore_rng(start.rng)
@@ -254,10 +260,11 @@ def epoch_line(stage: str, epoch: int, epochs: int, losses: dict[str, float], im
 
 
 def resumable_state(checkpoint_path: str | Path | None, spec: dict, stage: str, config: TrainConfig,
-                    map_location: str | torch.device = "cpu") -> dict | None:
+                    map_location: str | torch.device = "cpu", run_spec: Mapping | None = None) -> dict | None:
     """The checkpoint `fit(...)` of `stage` (a name) would resume, None if there is no such file.
 
-    Raises (CheckpointError, ValueError) when it belongs to another generator, stage or settings:
+    Raises (CheckpointError, ValueError) when it belongs to another generator, stage, settings or run
+    specification (`run_spec`, compared when both the checkpoint and the caller have one):
     call it for every stage before training, so that a mismatch is reported before hours of work.
     """
     if not checkpoint_path or not Path(checkpoint_path).is_file():
@@ -266,6 +273,9 @@ def resumable_state(checkpoint_path: str | Path | None, spec: dict, stage: str, 
     if state["stage"] != stage:
         raise ValueError(f"{checkpoint_path} is a '{state['stage']}' checkpoint, this is the '{stage}' stage")
     _check_same_config(state["config"], asdict(config), checkpoint_path)
+    if run_spec is not None and "run" in state and (differences := spec_differences(state["run"], run_spec)):
+        raise ValueError(f"cannot resume from {checkpoint_path}: it belongs to another run ({'; '.join(differences)}); "
+                         "use another checkpoint path or resume=False")
     return state
 
 

@@ -51,3 +51,18 @@ def test_a_resumed_runs_record_counts_the_epochs_of_the_first_call_too(photos, t
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["command"] == "colorlab train --epochs 2 --resume" and written["seconds"] == summary["seconds"]
     assert {"commit", "device", "versions", "started", "finished", "config", "metrics"} <= set(written)
+
+
+def test_every_checkpoint_holds_the_run_specification_and_another_one_is_refused(photos, tmp_path):
+    """recipes.run stores RunConfig.spec() in each checkpoint; resuming it with another batch size is refused."""
+    from colorlab.checkpoint import load_checkpoint
+
+    config = RunConfig(recipe="baseline", data=str(photos), n_images=5, size=32, batch_size=2, epochs=1,
+                       weights=None, device="cpu", out=str(tmp_path / "run"), num_workers=0, progress=False,
+                       cache=False)
+    recipes.run(config)
+    assert load_checkpoint(tmp_path / "run" / "gan.pt")["run"] == config.spec().as_dict()
+    assert config.spec().max_side == 4 * 32 and config.spec().data == str(photos.resolve())
+    with pytest.raises(ValueError, match=r"belongs to another run \(batch_size 2 there, 4 now\)"):
+        recipes.run(replace(config, batch_size=4, epochs=2, resume=True))
+    recipes.run(replace(config, epochs=2, resume=True))  # more epochs: the same specification
