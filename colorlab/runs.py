@@ -110,14 +110,14 @@ class RunSpec:
     recipe: str
     data: str
     n_images: int | None
-    seed: int
-    max_side: int | None  # the side images are decoded at: it decides which huge photos the split keeps
     size: int
     batch_size: int
+    seed: int
     weights: str | None
     gan_mode: str
     lambda_l1: float
     init: str | None
+    max_side: int | None  # the side images are decoded at: it decides which huge photos the split keeps
     world_size: int = 1
 
     @classmethod
