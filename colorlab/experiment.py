@@ -26,7 +26,7 @@ from .catalogue import FINAL, GREY, MODELS, STAGES
 from .checkpoint import load_generator
 from .colorize import colorize_image
 from .color import L_ab_to_rgb
-from .data import load_split, val_batches
+from .data import LOAD_SIDE_FACTOR, load_split, val_batches
 from .evaluate import Grey, comparison_grid, evaluate, grayscale_rgb, predict_rgb
 from .io import list_images, load_rgb
 from .models import OUTPUTS, check_size
@@ -175,7 +175,8 @@ def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "aut
     ddp, device = distributed.setup(pick_device(device))
     out = Path(out)
     checkpoints = out / "checkpoints"
-    train_files, val_files = distributed.main_first(ddp, load_split, config.data, config.n_images, seed=config.seed)
+    train_files, val_files = distributed.main_first(ddp, load_split, config.data, config.n_images, seed=config.seed,
+                                                    max_side=LOAD_SIDE_FACTOR * config.size)  # as recipes.run splits
     common = dict(size=config.size, batch_size=config.batch_size, seed=config.seed, device=device, ddp=ddp,
                   resume=True, progress=progress, cache=config.cache)
     trained = {
@@ -295,7 +296,7 @@ def evaluate_published(config: ExperimentConfig, out: str | Path, device: str = 
     (the summary says so under "missing").
     """
     started, device, out = now(), pick_device(device), Path(out)
-    _, val_files = load_split(config.data, config.n_images, seed=config.seed)
+    _, val_files = load_split(config.data, config.n_images, seed=config.seed, max_side=LOAD_SIDE_FACTOR * config.size)
     names = {model: _published_name(model, config.size) for model in MODELS}
     models = {model: hub.load_pretrained(name, device) for model, name in names.items()}
     summary = {

@@ -27,7 +27,7 @@ import yaml
 
 from colorlab import hub
 from colorlab.color import L_ab_to_rgb
-from colorlab.data import load_split, val_batches
+from colorlab.data import LOAD_SIDE_FACTOR, load_split, val_batches
 from colorlab.evaluate import ab_histogram, comparison_grid, evaluate, grayscale_rgb, high_chroma, predict_ab
 from colorlab.models import LINEAR, TANH, build_generator
 from colorlab.recipes import train_recipe
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown candidates {', '.join(sorted(unknown))}; choose from {', '.join(CANDIDATES)}")
 
     started = now()
-    train_files, val_files = load_split("shared", None, seed=SEED)
+    train_files, val_files = load_split("shared", None, seed=SEED, max_side=LOAD_SIDE_FACTOR * SIZE)
     batches = val_batches(val_files, SIZE, "cpu")
     # the published files through colorlab.hub: sha256-checked, the local copy else a download
     models = {f"L1 start ({START})": hub.load_pretrained(START),

@@ -20,7 +20,7 @@ from colorlab import hub
 from colorlab.catalogue import MODELS
 from colorlab.classify import ClassColorizer, load_classifier, scores
 from colorlab.color import L_ab_to_rgb
-from colorlab.data import load_split, val_batches
+from colorlab.data import LOAD_SIDE_FACTOR, load_split, val_batches
 from colorlab.evaluate import comparison_grid, grayscale_rgb, predict_rgb
 from colorlab.record import command_line, now, provenance, write_record
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
     models = {name: hub.load_pretrained(name) for name in (entry.published_name(SIZE) for entry in MODELS.values())}
     for label, temperature in DECODINGS:
         models[label] = ClassColorizer(classifier.net, temperature).eval()
-    _, val_files = load_split("shared")
+    _, val_files = load_split("shared", max_side=LOAD_SIDE_FACTOR * SIZE)
     batches = val_batches(val_files, SIZE, "cpu")
     results = {name: scores(model, batches) for name, model in models.items()}
     summary = {**provenance(command_line("python tools/classification_compare.py", argv), "cpu", started),
