@@ -3,8 +3,9 @@
 Modules, one concept each: `color` (RGB <-> Lab), `io` (robust image loading), `data`
 (sources, splits, batches), `runtime` (device and precision), `cache` (decode once, uint8 memory map), `models` (U-Net,
 ResNet18-DynamicUnet, PatchGAN), `losses` (cGAN + L1), `train` (the training loop),
-`checkpoint`, `evaluate` (metrics, grids), `colorize` (your own photos), `recipes` (the reference
-tutorial's two recipes end to end), `experiment` (the three-model comparison), `assignments` (graded
+`checkpoint`, `evaluate` (metrics, grids), `colorize` (your own photos), `recipes` (the recipes as data, and
+`run`, one run end to end), `catalogue` (the compared models, named once), `record` (the results files' one
+format), `experiment` (the three-model comparison), `assignments` (graded
 exercises), `book` (what the chapters share: parameters, data, the book's files, the published model or
 the chapter's own run), `hub` and `published_data` (the published models and evaluation photos), `comparison`
 (chapter 8's reading of the results), `cli` (also `python -m colorlab`).

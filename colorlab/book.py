@@ -390,7 +390,7 @@ def train_chapter(recipe: str, train_files: list[Path], *, epochs: Mapping[str, 
     The same `colorlab.recipes.train_recipe` as `colorlab train`, with its image cache; the run
     folder (`colorlab.runs.chapter_run_dir`) is the one `colorlab train --run-root` writes, so a
     chapter resumes a command-line run or an earlier chapter's instead of training again.
-    Prints one line per stage: how many epochs it has, and how long this call trained.
+    Prints one line per stage: how many epochs it has, and how long they trained in all (resumed ones included).
     """
     run = chapter_run_dir(recipe, run_root, data, n_images, seed, size, pretrained)
     trained = train_recipe(recipe, train_files, run, stages=stages, generator=generator, epochs=epochs, size=size,
@@ -398,7 +398,7 @@ def train_chapter(recipe: str, train_files: list[Path], *, epochs: Mapping[str, 
                            device=device, progress=False)
     for stage, history in trained.histories.items():
         print(f"{recipe} {stage}: {len(history)} epoch(s) in {trained.checkpoints[stage]} "
-              f"({trained.seconds[stage]:.0f} s here; {sum(history['seconds']):.0f} s of training in all)")
+              f"({sum(history['seconds']):.0f} s of training in all)")
     return trained
 
 

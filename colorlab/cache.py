@@ -7,7 +7,7 @@ cache, fast enough for a DataLoader without worker processes.
 
 The file is named by a hash of the resolved paths, their byte sizes and modification
 times, and the image size, so editing, replacing or adding a photo gives a new cache
-(the old one is simply no longer used; delete ``CACHE_DIR/images`` to reclaim the space).
+(the old one is simply no longer used; delete ``IMAGE_CACHE`` to reclaim the space).
 It is written to a temporary file and renamed when complete: an interrupted build (Ctrl-C,
 SIGTERM, disk full) never leaves half a cache or its temporary file behind.
 The pixels are exactly `ImageDataset`'s; but where
@@ -28,14 +28,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm  # plain text bars: notebooks without ipywidgets too
 
 from .atomic import atomic_write
-from .data import CACHE_DIR, load_resized
+from .data import CACHE_DIR, ImageDataset, load_resized, make_loader
 
 # Part of every cache key: bump it when ImageDataset changes how it decodes or resizes.
 CACHE_FORMAT = "colorlab-images-v1: load_rgb(max_side=4*size) + bicubic squash, (N, 3, size, size) uint8"
+IMAGE_CACHE = CACHE_DIR / "images"  # the decoded images' memory maps
 _MAX_DECODE_THREADS = 8  # PIL releases the GIL while decoding and resizing: threads build the cache in parallel
 
 
@@ -61,7 +62,7 @@ class CachedImages(Dataset):
         if not files:
             raise ValueError("CachedImages needs at least one image file")
         self.files, self.size = [Path(f) for f in files], size
-        folder = Path(cache_dir) if cache_dir is not None else CACHE_DIR / "images"
+        folder = Path(cache_dir) if cache_dir is not None else IMAGE_CACHE
         self.path = folder / f"{cache_key(self.files, size)}-{size}px-{len(self.files)}.npy"
         # The array is stored in sorted-path order (so the key does not depend on the list's order);
         # `_rows[i]` is where files[i] is stored.
@@ -140,4 +141,13 @@ def _sigterm_as_interrupt(total: int) -> Iterator[dict[str, int]]:
         signal.signal(signal.SIGTERM, previous)
 
 
-__all__ = ["CACHE_FORMAT", "CachedImages", "cache_key"]
+def train_loader(files: list[Path], size: int, batch_size: int, seed: int, cache: bool = True,
+                 num_workers: int | None = None, progress: bool = True) -> DataLoader:
+    """The training DataLoader; with `cache`, images are decoded and resized once (`CachedImages`)."""
+    if cache:  # batches are one read from a memory map: worker processes would only add overhead
+        return make_loader(CachedImages(files, size, progress=progress), batch_size, train=True, seed=seed,
+                           num_workers=num_workers or 0)
+    return make_loader(ImageDataset(files, size), batch_size, train=True, seed=seed, num_workers=num_workers)
+
+
+__all__ = ["CACHE_FORMAT", "CachedImages", "cache_key", "train_loader"]

@@ -38,7 +38,7 @@ from .color import AB_SCALE, L_ab_to_rgb, rgb_to_lab
 from .data import CACHE_DIR, ImageDataset, to_model_batch
 from .evaluate import comparison_grid, evaluate, grayscale_rgb
 
-
+PRIOR_CACHE = CACHE_DIR / "priors"  # colour priors of training sets, keyed by their files (cache_key)
 GRID = 10  # ab bin spacing (Lab units), as in the paper
 SIGMA = 5.0  # Gaussian kernel of the soft encoding and of the prior's smoothing
 NEIGHBOURS = 5  # bins per pixel in the soft encoding
@@ -137,7 +137,7 @@ def colour_prior(files: list[str | Path], size: int, bins: torch.Tensor | None =
     """
     bins = gamut_bins() if bins is None else bins
     grid_key = hashlib.sha256(bins.detach().cpu().float().numpy().tobytes()).hexdigest()[:12]
-    folder = Path(cache_dir) if cache_dir is not None else CACHE_DIR / "priors"
+    folder = Path(cache_dir) if cache_dir is not None else PRIOR_CACHE
     path = folder / f"{PRIOR_FORMAT}-{cache_key(files, size)}-{size}px-{grid_key}.npy"
     if path.is_file():
         return torch.from_numpy(np.load(path))
@@ -321,9 +321,6 @@ def recorded_comparison(folder: str | Path = RECORDED_RUN) -> dict | None:
     where the repository's results/ folder is not at hand (e.g. a pip install)."""
     path = Path(folder) / "comparison.json"
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-PUBLISHED = ("baseline-64", "resnet18-l1-64", "resnet18-gan-64")  # the regression models of the recorded comparison (compare.py)
 
 
 @torch.no_grad()

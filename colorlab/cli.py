@@ -15,12 +15,11 @@ import os
 import sys
 import warnings
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict
 from pathlib import Path
 
-from . import runs
+from . import record, runs
 
-from .data import COCO_CAP
+from .data import COCO_CAP, COCO_SAMPLE_BYTES
 from .losses import GAN_MODES
 from .models import IMAGENET
 from .recipes import RECIPES, RunConfig
@@ -57,37 +56,52 @@ def _device(value: str) -> str:
     return value
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Every option's default after its help; descriptions and examples kept as written."""
+
+
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train one of the reference tutorial's recipes and evaluate it",
-                       description="Train a recipe; writes checkpoints, metrics.json, losses.png and samples.png.")
-    p.add_argument("--recipe", choices=RECIPES, default=RunConfig.recipe)
+                       formatter_class=_HelpFormatter,
+                       description="Train a recipe; writes checkpoints, metrics.json, losses.png and samples.png.",
+                       epilog="examples:\n  colorlab train --recipe baseline --offline --size 64 --epochs 1\n"
+                              "  colorlab train --recipe resnet18 --data coco --size 256   # downloads COCO + ImageNet")
+    p.add_argument("--recipe", choices=RECIPES, default=RunConfig.recipe,
+                   help="baseline: pix2pix U-Net, cGAN + L1; resnet18: L1 pretraining, then cGAN + L1; "
+                        "classification: ab bins (chapter 9); hints, hints-gan: colour hints (chapter 11)")
     p.add_argument("--data", default=None,
-                   help=f"coco | offline | shared | a folder of photos (default: {RunConfig.data}; offline with --offline)")
+                   help="coco (a download: say so with --data coco) | offline | shared | a folder of photos; "
+                        "required unless --offline (then: offline)")
     p.add_argument("--offline", action="store_true",
                    help="no downloads: --data offline (unless --data names a local source) and --weights none")
     p.add_argument("--n-images", type=_integer(MAX_IMAGES), default=None,
-                   help=f"cap on train+val images (default: all; coco: {COCO_CAP})")
-    p.add_argument("--size", type=int, default=RunConfig.size)
+                   help=f"cap on train+val images (unset: all photos; with coco {COCO_CAP})")
+    p.add_argument("--size", type=int, default=RunConfig.size, help="image side in pixels, a power of two")
     p.add_argument("--batch-size", type=_integer(MAX_BATCH), default=RunConfig.batch_size,
                    help="images per process and step; with --nproc N the global batch is N times this")
-    p.add_argument("--epochs", type=_integer(MAX_EPOCHS), default=RunConfig.epochs, help="GAN (or classification) epochs")
+    p.add_argument("--epochs", type=_integer(MAX_EPOCHS), default=RunConfig.epochs,
+                   help="epochs of the recipe's last stage (GAN, classification or hints)")
     p.add_argument("--pretrain-epochs", type=_integer(MAX_EPOCHS), default=RunConfig.pretrain_epochs,
-                   help="L1-only epochs (resnet18 recipe)")
+                   help="epochs of the stage before it (resnet18: L1 pretraining; hints-gan: hints)")
     p.add_argument("--weights", type=_weights, default=RunConfig.weights,
-                   help=f"resnet18 backbone: imagenet | none | path/to/resnet18.pth (default: {RunConfig.weights})")
-    p.add_argument("--gan-mode", choices=GAN_MODES, default=RunConfig.gan_mode)
-    p.add_argument("--lambda-l1", type=float, default=RunConfig.lambda_l1)
+                   help="resnet18 backbone: imagenet (a download) | none | path/to/resnet18.pth")
+    p.add_argument("--gan-mode", choices=GAN_MODES, default=RunConfig.gan_mode,
+                   help="adversarial loss: vanilla (pix2pix's BCE) or lsgan (least squares)")
+    p.add_argument("--lambda-l1", type=float, default=RunConfig.lambda_l1, help="weight of the L1 term of the GAN stage")
     p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:1 ...")
-    p.add_argument("--seed", type=_integer(MAX_SEED, low=0), default=RunConfig.seed)
-    p.add_argument("--num-workers", type=_integer(1024, low=0), default=None)
-    p.add_argument("--out", default=None, help="run folder (default: runs/RECIPE)")
+    p.add_argument("--seed", type=_integer(MAX_SEED, low=0), default=RunConfig.seed,
+                   help="seeds the split, the weights' init, the data order and the flips")
+    p.add_argument("--num-workers", type=_integer(1024, low=0), default=None,
+                   help="DataLoader worker processes with --no-cache (unset: the machine's choice; the cache needs none)")
+    p.add_argument("--out", default=None, help="run folder (unset: runs/RECIPE)")
     p.add_argument("--run-root", default=None,
                    help="instead of --out: a folder named as the chapters name theirs, under RUN_ROOT, so that "
                         "chapters 5-8 with -p run_root RUN_ROOT (and the same data, n_images, seed, size, "
                         "pretrained=WEIGHTS) reuse this run")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoints")
     p.add_argument("--init", default=None,
-                   help="classification recipe: start from a regression checkpoint of the same size (all but its head)")
+                   help="classification: a regression checkpoint of the same size to start from (all but its head); "
+                        "hints: the 1-channel checkpoint or published model to widen")
     p.add_argument("--no-cache", dest="cache", action="store_false",
                    help="decode every image every epoch instead of once into a uint8 cache")
     _add_nproc(p)
@@ -114,13 +128,28 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def _offline_sources(args) -> tuple[str, str | None]:
-    """(data, weights) of `train`: --offline keeps local choices and refuses the downloading ones."""
+    """(data, weights) of `train`: --offline keeps local choices and refuses the downloading ones; without
+    either, no download starts unasked: the reader is told what --data coco would fetch."""
     if not args.offline:
-        return args.data or RunConfig.data, args.weights
+        if args.data is None:
+            raise ValueError(_what_coco_downloads(args))
+        return args.data, args.weights
     if args.data == "coco":
         raise ValueError("--offline cannot train on --data coco (a download); use offline, shared or a folder")
     weights = None if args.weights == IMAGENET else args.weights  # a local .pth file needs no download
     return args.data or "offline", weights
+
+
+def _what_coco_downloads(args) -> str:
+    """The one line of a bare `colorlab train`: what --data coco would download, and how large."""
+    from torchvision.models import ResNet18_Weights
+
+    what = f"fastai's COCO sample ({COCO_SAMPLE_BYTES / 1e9:.1f} GB)"
+    if args.recipe != "baseline" and args.weights == IMAGENET:
+        megabytes = ResNet18_Weights.IMAGENET1K_V1.meta["_file_size"]  # torchvision's record of the file
+        what += f" and torchvision's ImageNet ResNet18 weights ({megabytes:.0f} MB)"
+    return (f"no --data given: the reference tutorial's data would download {what}; give --data coco to start "
+            "that download, or --data offline | shared | a folder (or --offline) to train without downloads")
 
 
 def _train(args) -> int:
@@ -138,20 +167,22 @@ def _train(args) -> int:
                        num_workers=args.num_workers, cache=args.cache, init=args.init)
     from .recipes import run
 
-    resuming = args.resume and any((Path(config.out) / f"{stage}.pt").is_file() for stage in RECIPES[config.recipe])
+    resuming = args.resume and any((Path(config.out) / f"{stage}.pt").is_file()
+                                   for stage in RECIPES[config.recipe].stages)
     if args.resume and not resuming:
         print(f"colorlab train: no checkpoint in {config.out}/ to resume from; starting a new run", file=sys.stderr)
-    identity = runs.run_identity(asdict(config), int(os.environ.get("WORLD_SIZE", "1")))
+    identity = config.spec(int(os.environ.get("WORLD_SIZE", "1"))).as_dict()
     with _run_folder(config.out, "colorlab train"):
         if resuming:
             runs.check_resume(config.out, identity)
         if _is_main_rank() and not (resuming and (Path(config.out) / runs.RUN_FILE).is_file()):
             runs.record_identity(config.out, identity)
-        summary = run(config)
+        summary = run(config, command=record.command_line("colorlab train"))
     if summary is None:  # another rank of a torchrun job: rank 0 reports
         return 0
     print(json.dumps(summary["metrics"], indent=1))
-    print(f"wrote {config.out}/ (checkpoints, metrics.json, losses.png, samples.png) in {summary['seconds']} s")
+    print(f"wrote {config.out}/ (checkpoints, metrics.json, losses.png, samples.png); "
+          f"training seconds per stage: {summary['seconds']}")
     return 0
 
 
@@ -166,11 +197,17 @@ def _run_folder(folder: str, who: str):
 
 
 def _add_colorize(sub) -> None:
-    p = sub.add_parser("colorize", help="colorize photos with a trained checkpoint")
+    p = sub.add_parser("colorize", help="colorize photos with a trained checkpoint or a published model",
+                       formatter_class=_HelpFormatter,
+                       description="Colorize photos at their full resolution: the colour is predicted on a small copy "
+                                   "and applied to the full-size lightness. Writes NAME_color.png per input into --out.",
+                       epilog="examples:\n  colorlab colorize old_photo.jpg more_photos/ -o colorized/\n"
+                              "  colorlab colorize photo.jpg -o colorized/ --checkpoint runs/resnet18/gan.pt\n"
+                              "  colorlab colorize photo.jpg -o colorized/ --model resnet18-l1-64")
     p.add_argument("inputs", nargs="+", help="image files or folders")
-    p.add_argument("-o", "--out", required=True, help="output folder for the *_color.png files")
+    p.add_argument("-o", "--out", required=True, default=argparse.SUPPRESS, help="output folder for the *_color.png files")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace outputs that exist already (default: skip their inputs, saying so in one line)")
+                   help="replace outputs that exist already (otherwise their inputs are skipped, saying so in one line)")
     model = p.add_mutually_exclusive_group()
     model.add_argument("--checkpoint", help="a colorlab checkpoint (gan.pt or pretrain.pt)")
     model.add_argument("--model", help="a published model by name (see `colorlab models`); with neither option, "
@@ -225,10 +262,12 @@ def _colorize_with_hints(args, checkpoint: str) -> int:
 
 def _add_experiment(sub) -> None:
     p = sub.add_parser("experiment", help="train and compare baseline, L1-pretrained and pretrained+GAN",
+                       formatter_class=_HelpFormatter,
                        description="The reference tutorial's three-model comparison: trains all three on the same data, "
                                    "evaluates them in one pass, writes metrics.json, grid.png and losses.png.")
-    p.add_argument("--config", required=True, help="a YAML file, e.g. configs/reference.yaml")
-    p.add_argument("--out", required=True, help="results folder (checkpoints go to OUT/checkpoints)")
+    p.add_argument("--config", required=True, default=argparse.SUPPRESS, help="a YAML file, e.g. configs/reference.yaml")
+    p.add_argument("--out", required=True, default=argparse.SUPPRESS,
+                   help="results folder (checkpoints go to OUT/checkpoints)")
     p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda | cuda:1 ...")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--export-models", metavar="DIR",

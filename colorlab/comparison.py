@@ -17,15 +17,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .catalogue import GREY, labels
 from .color import AB_SCALE
 from .evaluate import HIGH_CHROMA, Grey
 
 # "a brown cast": the mean predicted colour is this many Lab units further from grey than the photos' mean
 # colour, at an orange-to-yellow hue angle (degrees in the a-b plane; brown is a dark orange)
 BROWN_MARGIN, BROWN_HUES = 1.0, (20.0, 100.0)
-GREY = "grey"  # the grey yardstick's key in results (and in `colorlab experiment`'s metrics.json)
-# `colorlab experiment`'s names of the three models -> chapter 8's
-EXPERIMENT_NAMES = {"baseline": "baseline", "L1-pretrained": "L1 only", "pretrained+GAN": "L1 + GAN"}
 COMMITTED_RUN = Path(__file__).resolve().parents[1] / "results" / "cpu64"  # the committed 64 px evaluation
 
 
@@ -42,7 +40,7 @@ def committed_results(folder: str | Path = COMMITTED_RUN) -> dict | None:
     if not path.is_file():
         return None
     record = json.loads(path.read_text(encoding="utf-8"))
-    record["metrics"] = {EXPERIMENT_NAMES.get(name, name): scores for name, scores in record["metrics"].items()}
+    record["metrics"] = {labels().get(name, name): scores for name, scores in record["metrics"].items()}
     return record
 
 
@@ -159,5 +157,5 @@ def metrics_table(results: dict[str, dict]):
     return table
 
 
-__all__ = ["COMMITTED_RUN", "EXPERIMENT_NAMES", "GREY", "against_grey", "committed_results", "grey_colorizer",
+__all__ = ["COMMITTED_RUN", "GREY", "against_grey", "committed_results", "grey_colorizer",
            "mean_ab", "metrics_table", "read_against_reference"]

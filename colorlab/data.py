@@ -27,8 +27,11 @@ from .io import ImageLoadError, SkippedImageWarning, list_images, load_rgb, scan
 SOURCES = ("offline", "shared", "coco")
 OFFLINE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 LOAD_SIDE_FACTOR = 4  # training decodes an image at most this many times its target size (see load_resized)
+# The root of colorlab's caches ($COLORLAB_CACHE): each kind has one folder below it, defined once where it is
+# used: cache.IMAGE_CACHE, classify.PRIOR_CACHE, hub.MODEL_CACHE, published_data.DATA_CACHE, the offline crops here.
 CACHE_DIR = Path(os.environ.get("COLORLAB_CACHE", Path.home() / ".cache" / "colorlab"))
 COCO_CAP = 10_000  # the reference tutorial draws 10k of the COCO sample's ~20k photos
+COCO_SAMPLE_BYTES = 3_245_877_008  # the archive's size, as fastai/data/download_checks.py records it
 
 
 class DataUnavailableError(RuntimeError):
@@ -77,7 +80,7 @@ def offline_images(n_images: int = 64, seed: int = 0, side: int = 256) -> list[P
 def coco_sample() -> list[Path]:
     """fastai's COCO sample (URLs.COCO_SAMPLE), from which the reference tutorial draws its 10k images.
 
-    The archive is 3.2 GB (3,245,877,008 bytes, as fastai/data/download_checks.py records it) and
+    The archive is `COCO_SAMPLE_BYTES` (as fastai/data/download_checks.py records it) and
     holds about 20k images; `load_split("coco")` draws `COCO_CAP` (10k) of them.
     """
     try:
@@ -318,17 +321,6 @@ def to_model_batch(
     if flip is not None:
         rgb = hflip(rgb, flip)
     return rgb_to_L_ab(rgb.float() / 255.0)
-
-
-def train_loader(files: list[Path], size: int, batch_size: int, seed: int, cache: bool = True,
-                 num_workers: int | None = None, progress: bool = True) -> DataLoader:
-    """The training DataLoader; with `cache`, images are decoded and resized once (colorlab.cache)."""
-    if cache:  # batches are one read from a memory map: worker processes would only add overhead
-        from .cache import CachedImages  # colorlab.cache reads images with this module
-
-        return make_loader(CachedImages(files, size, progress=progress), batch_size, train=True, seed=seed,
-                           num_workers=num_workers or 0)
-    return make_loader(ImageDataset(files, size), batch_size, train=True, seed=seed, num_workers=num_workers)
 
 
 def val_batches(files: list[Path], size: int, device: torch.device | str,

@@ -84,7 +84,7 @@ def chroma(ab: torch.Tensor) -> torch.Tensor:
     return torch.hypot(a, b)
 
 
-# Lab units: what issue 19 measured the blotches with. In the shared validation photos 0.87% of the pixels
+# Lab units: the chroma results/blotches measures over-saturation with. In the shared validation photos 0.87% of the pixels
 # exceed it (results/blotches/metrics.json, high_chroma_true), so a model far above that over-saturates.
 HIGH_CHROMA = 66.0
 

@@ -15,8 +15,6 @@ cannot hold would otherwise surface only after hours of training, or never (a si
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,32 +22,21 @@ import torch
 import yaml
 
 from . import distributed, hub
+from .catalogue import FINAL, GREY, MODELS, STAGES
 from .checkpoint import load_generator
 from .colorize import colorize_image
 from .color import L_ab_to_rgb
-from .data import load_split, val_batches
+from .data import LOAD_SIDE_FACTOR, load_split, val_batches
 from .evaluate import Grey, comparison_grid, evaluate, grayscale_rgb, predict_rgb
 from .io import list_images, load_rgb
 from .models import OUTPUTS, check_size
 from .published_data import eval_photos_dir
-from .recipes import REFERENCE_EPOCHS, train_recipe
+from .recipes import RECIPES, REFERENCE_EPOCHS, train_recipe
+from .record import now, provenance, training_seconds, write_record
 from .runs import LIMITS
 from .runtime import pick_device
 from .train import loss_figure
 
-MODELS = ("baseline", "L1-pretrained", "pretrained+GAN")
-# training stage (history key) -> (its key in "seconds", the stage's name in a published model's "epochs")
-STAGES = {"baseline": ("baseline (cGAN + L1)", "cGAN + L1"), "L1 pretraining": ("resnet18 L1 pretraining", "L1"),
-          "GAN fine-tuning": ("resnet18 GAN fine-tuning", "cGAN + L1")}
-# model -> (published name without "-SIZE", its checkpoint in OUT/checkpoints, the stages it went through, what it is)
-PUBLISHED = {
-    "baseline": ("baseline", "baseline_gan.pt", ("baseline",), "pix2pix U-Net from scratch, cGAN + 100*L1"),
-    "L1-pretrained": ("resnet18-l1", "resnet18_pretrain.pt", ("L1 pretraining",), "ResNet18-DynamicUnet, L1 only"),
-    "pretrained+GAN": ("resnet18-gan", "resnet18_gan.pt", ("L1 pretraining", "GAN fine-tuning"),
-                       "ResNet18-DynamicUnet, L1 pretraining then cGAN + 100*L1"),
-}
-# model -> the chapter stage whose published model stands for it (colorlab.hub.stage_models)
-CHAPTER_STAGE = {"baseline": "baseline", "L1-pretrained": "pretrain", "pretrained+GAN": "gan"}
 MAX_CONFIG_BYTES = 64 * 1024  # a config is a screenful of settings; more is a mistake or an attack
 MAX_ALIASES = 16  # YAML aliases (*name): a few reuse a value; thousands nest into a "billion laughs" bomb
 MAX_NOTES_BYTES = 16 * 1024  # notes as JSON, as metrics.json will hold them
@@ -68,7 +55,7 @@ class ExperimentConfig:
     batch_size: int = 16
     seed: int = 0
     weights: str | None = "auto"
-    output: str | None = None  # the resnet18 output layer: None = today's default (tanh), "linear" = the first models
+    output: str | None = None  # the resnet18 output layer: None = the library's default, or one of models.OUTPUTS
     baseline_epochs: int = REFERENCE_EPOCHS
     pretrain_epochs: int = REFERENCE_EPOCHS
     gan_epochs: int = REFERENCE_EPOCHS
@@ -174,14 +161,6 @@ def _not_json(value, where: str) -> str | None:
     return f"{where} is a {type(value).__name__} ({value!r})"
 
 
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "auto", progress: bool = True,
                    command: str = "", export: str | Path | None = None) -> dict | None:
     """Train the three models, evaluate them together, write the artifacts; returns the summary.
@@ -192,49 +171,42 @@ def run_experiment(config: ExperimentConfig, out: str | Path, device: str = "aut
     `command` is recorded in metrics.json, so that a committed result says how to reproduce it.
     With `export`, the three generators are also written there as publishable files (`export_models`).
     """
+    started = now()
     ddp, device = distributed.setup(pick_device(device))
     out = Path(out)
     checkpoints = out / "checkpoints"
-    train_files, val_files = distributed.main_first(ddp, load_split, config.data, config.n_images, seed=config.seed)
-    common = dict(size=config.size, batch_size=config.batch_size, seed=config.seed, device=device, resume=True,
-                  progress=progress, cache=config.cache)
-    baseline = train_recipe("baseline", train_files, checkpoints, epochs={"gan": config.baseline_epochs},
-                            prefix="baseline_", **common)
-    resnet = train_recipe("resnet18", train_files, checkpoints, weights=config.weights, output=config.output,
-                          epochs={"pretrain": config.pretrain_epochs, "gan": config.gan_epochs},
-                          prefix="resnet18_", **common)
+    train_files, val_files = distributed.main_first(ddp, load_split, config.data, config.n_images, seed=config.seed,
+                                                    max_side=LOAD_SIDE_FACTOR * config.size)  # as recipes.run splits
+    common = dict(size=config.size, batch_size=config.batch_size, seed=config.seed, device=device, ddp=ddp,
+                  resume=True, progress=progress, cache=config.cache)
+    trained = {
+        "baseline": train_recipe("baseline", train_files, checkpoints, epochs={"gan": config.baseline_epochs},
+                                 prefix="baseline_", **common),
+        "resnet18": train_recipe("resnet18", train_files, checkpoints, weights=config.weights, output=config.output,
+                                 epochs={"pretrain": config.pretrain_epochs, "gan": config.gan_epochs},
+                                 prefix="resnet18_", **common),
+    }
     if not ddp.is_main:  # [ddp] rank 0 alone evaluates and writes
         return None
-    histories = {"baseline": baseline.histories["gan"], "L1 pretraining": resnet.histories["pretrain"],
-                 "GAN fine-tuning": resnet.histories["gan"]}
-    seconds = {STAGES["baseline"][0]: baseline.seconds["gan"],
-               STAGES["L1 pretraining"][0]: resnet.seconds["pretrain"],
-               STAGES["GAN fine-tuning"][0]: resnet.seconds["gan"]}
-    models = {"baseline": baseline.generator,
-              # the end of pretraining, kept by its checkpoint (deepcopy fails on DynamicUnet's hooks)
-              "L1-pretrained": load_generator(resnet.checkpoints["pretrain"], map_location=device)[0],
-              "pretrained+GAN": resnet.generator}
+    histories = {entry.label: trained[entry.recipe].histories[entry.stage] for entry in STAGES}
+    models = {key: (trained[entry.recipe].generator if entry.stages == RECIPES[entry.recipe].stages
+                    # an earlier stage's end, kept by its checkpoint (deepcopy fails on DynamicUnet's hooks)
+                    else load_generator(checkpoints / entry.checkpoint, map_location=device)[0])
+              for key, entry in MODELS.items()}
 
     summary = {
-        **_provenance(command, device, config),
-        "pretrained_backbone": bool(getattr(resnet.generator, "pretrained", False)),
+        **provenance(command, device, started), "config": asdict(config),
+        "pretrained_backbone": bool(getattr(trained["resnet18"].generator, "pretrained", False)),
         "n_train": len(train_files), "n_val": len(val_files),
         "world_size": ddp.world_size, "global_batch_size": config.batch_size * ddp.world_size,
-        "seconds": {stage: round(s, 1) for stage, s in seconds.items()},
+        "seconds": training_seconds(histories),
         "metrics": _write_results(models, histories, val_files, config, out, device),
         "history": {stage: h.epochs for stage, h in histories.items()},
     }
-    (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+    write_record(out, summary)
     if export is not None:
         export_models(checkpoints, export, summary)
     return summary
-
-
-def _provenance(command: str, device: torch.device, config: ExperimentConfig) -> dict:
-    """How a result was made: command, commit, device, date and config, recorded in its metrics.json."""
-    return {"command": command, "commit": _commit(),
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-            "date": time.strftime("%Y-%m-%d"), "config": asdict(config)}
 
 
 def _write_results(models: dict, histories: dict, val_files: list[Path], config: ExperimentConfig, out: Path,
@@ -242,7 +214,7 @@ def _write_results(models: dict, histories: dict, val_files: list[Path], config:
     """Evaluate `models` on the same validation photos; write grid.png, losses.png (when there are
     training histories) and old_photos.png (when the shared old photos are here); returns the metrics."""
     batches = val_batches(val_files, config.size, device)
-    metrics = {name: evaluate(model, batches) for name, model in models.items()} | {"grey": evaluate(Grey(), batches)}
+    metrics = {name: evaluate(model, batches) for name, model in models.items()} | {GREY: evaluate(Grey(), batches)}
     L, ab = batches[0]
     rows = min(config.grid_rows, len(L))
     columns = {"gray": grayscale_rgb(L[:rows])} | {name: predict_rgb(m, L[:rows]) for name, m in models.items()}
@@ -251,7 +223,7 @@ def _write_results(models: dict, histories: dict, val_files: list[Path], config:
     fig.savefig(out / "grid.png", dpi=60)
     if histories:
         loss_figure(histories, panel_size=(4.5, 3.2)).savefig(out / "losses.png", dpi=60)
-    _old_photos(models["pretrained+GAN"], config.size, device, out / "old_photos.png")
+    _old_photos(models[FINAL], config.size, device, out / "old_photos.png")
     return metrics
 
 
@@ -285,20 +257,21 @@ def export_models(checkpoints: Path, folder: str | Path, summary: dict) -> list[
     """
     folder, config = Path(folder), summary["config"]
     entries = []
-    for model, (prefix, checkpoint, stages, what) in PUBLISHED.items():
-        entry = hub.export_checkpoint(checkpoints / checkpoint, folder / f"{prefix}-{config['size']}.pt")
+    for key, model in MODELS.items():
+        stages = [stage.label for stage in model.trained_stages]
+        entry = hub.export_checkpoint(checkpoints / model.checkpoint, folder / f"{model.published_name(config['size'])}.pt")
         del entry["history"]  # one stage's only; the summary has every stage's
         entry |= {
-            "what": what,
-            "epochs": {STAGES[stage][1]: len(summary["history"][stage]["loss_G"]) for stage in stages},
+            "what": model.what,
+            "epochs": {stage.objective: len(summary["history"][stage.label]["loss_G"]) for stage in model.trained_stages},
             "trained_on": f"{summary['n_train']} photos of data={config['data']}, {config['size']} px, "
                           f"batch {config['batch_size']}, seed {config['seed']}",
-            "backbone_init": ("N(0, 0.02)" if model == "baseline" else
+            "backbone_init": ("N(0, 0.02)" if model.recipe == "baseline" else
                               "ImageNet" if summary["pretrained_backbone"] else "random"),
-            **{key: summary[key] for key in ("config", "command", "commit", "device", "date")},
-            "seconds_per_stage": {STAGES[stage][0]: summary["seconds"][STAGES[stage][0]] for stage in stages},
+            **{field: summary[field] for field in ("config", "command", "commit", "device", "versions", "date")},
+            "seconds_per_stage": {stage: summary["seconds"][stage] for stage in stages},
             "validation": {"photos": f"{summary['n_val']} validation photos of data={config['data']}",
-                           "metrics": summary["metrics"][model]},
+                           "metrics": summary["metrics"][key]},
             "history": {stage: summary["history"][stage] for stage in stages},
         }
         entries.append(entry)
@@ -309,7 +282,7 @@ def export_models(checkpoints: Path, folder: str | Path, summary: dict) -> list[
 
 def _published_name(model: str, size: int) -> str:
     """The preferred published model of `size` px that stands for the experiment's `model`."""
-    names = hub.stage_models(CHAPTER_STAGE[model], size)
+    names = hub.stage_models(MODELS[model].hub_stage, size)
     if not names:
         raise hub.PublishedModelError(f"no published {model} model of {size} px; published ones: {', '.join(hub.MODELS)}")
     return names[0]
@@ -322,17 +295,17 @@ def evaluate_published(config: ExperimentConfig, out: str | Path, device: str = 
     files themselves. Their files hold no training history, so no losses.png is written
     (the summary says so under "missing").
     """
-    device, out = pick_device(device), Path(out)
-    _, val_files = load_split(config.data, config.n_images, seed=config.seed)
-    names = {model: _published_name(model, config.size) for model in PUBLISHED}
+    started, device, out = now(), pick_device(device), Path(out)
+    _, val_files = load_split(config.data, config.n_images, seed=config.seed, max_side=LOAD_SIDE_FACTOR * config.size)
+    names = {model: _published_name(model, config.size) for model in MODELS}
     models = {model: hub.load_pretrained(name, device) for model, name in names.items()}
     summary = {
-        **_provenance(command, device, config),
+        **provenance(command, device, started), "config": asdict(config),
         "published_models": {model: {"name": name, "sha256": hub.get(name).sha256, "trained": hub.get(name).describe()}
                              for model, name in names.items()},
         "n_val": len(val_files),
         "metrics": _write_results(models, {}, val_files, config, out, device),
         "missing": {"losses.png": NO_LOSSES},
     }
-    (out / "metrics.json").write_text(json.dumps(summary, indent=1))
+    write_record(out, summary)
     return summary

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from . import REPOSITORY_URL
 from .atomic import remove_stale_temp_files, temp_path
 from .checkpoint import check_spec, load_checkpoint, load_generator, save_checkpoint
-from .data import CACHE_DIR as _DATA_CACHE, SHARED_DIR
+from .data import CACHE_DIR, SHARED_DIR
 
 # $COLORLAB_MODEL_REGISTRY: another registry of the same format (a class's own models, a test's);
 # $COLORLAB_RELEASE_URL: where the releases' files are served instead of GitHub (a mirror, a
@@ -45,7 +45,7 @@ from .data import CACHE_DIR as _DATA_CACHE, SHARED_DIR
 REGISTRY_FILE = Path(os.environ.get("COLORLAB_MODEL_REGISTRY") or Path(__file__).with_name("published_models.json"))
 RELEASE_URL = os.environ.get("COLORLAB_RELEASE_URL") or f"{REPOSITORY_URL}/releases/download"
 SHARED_MODELS = SHARED_DIR / "models"  # ../shared/models beside the repository
-CACHE_DIR = _DATA_CACHE / "models"
+MODEL_CACHE = CACHE_DIR / "models"
 # configs/cpu64.yaml trains on ../shared/data, which only this project's machines have; anywhere else, COCO
 TRAIN_COMMAND = ("colorlab experiment --config configs/cpu64.yaml --out results/cpu64 --export-models DIR "
                  "(beside ../shared/data; elsewhere: colorlab train --recipe resnet18 --data coco --size 64)")
@@ -125,7 +125,7 @@ def stage_models(stage: str, size: int | None = None) -> list[str]:
 def search_dirs() -> list[Path]:
     """Where a model file is looked for without a download, in order."""
     folders = [Path(os.environ["COLORLAB_MODELS"])] if os.environ.get("COLORLAB_MODELS") else []
-    return folders + [SHARED_MODELS, CACHE_DIR]
+    return folders + [SHARED_MODELS, MODEL_CACHE]
 
 
 def local_file(name: str) -> Path | None:
@@ -150,7 +150,7 @@ def best_available(size: int | None = None) -> str | None:
 
 
 def _ways_out(model: PublishedModel) -> str:
-    return (f"either download {model.url} by hand and put it into {CACHE_DIR} (or a folder named by "
+    return (f"either download {model.url} by hand and put it into {MODEL_CACHE} (or a folder named by "
             f"$COLORLAB_MODELS), or train it yourself: {TRAIN_COMMAND}")
 
 
@@ -193,7 +193,7 @@ def fetch_pretrained(name: str, path: str | Path | None = None, download: bool =
         return _check(model, found)
     if not download:
         raise _fail(model, f"not found in {', '.join(map(str, search_dirs()))} and downloads are off")
-    return _download(model, CACHE_DIR / model.file)
+    return _download(model, MODEL_CACHE / model.file)
 
 
 def _download(model: PublishedModel, target: Path) -> Path:

@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from . import hub
-from .data import CACHE_DIR as _CACHE, shared_data_dir
+from .data import CACHE_DIR, shared_data_dir
 
 REGISTRY_FILE = Path(os.environ.get("COLORLAB_DATA_REGISTRY") or Path(__file__).with_name("published_data.json"))
-CACHE_DIR = _CACHE / "data"
+DATA_CACHE = CACHE_DIR / "data"
 EVAL = "eval"  # the evaluation photos' entry
 COMPLETE = ".complete"  # written last into an unpacked folder: the sha256 of the zip it came from
 
@@ -54,7 +54,7 @@ class DataAsset:
     @property
     def folder(self) -> Path:
         """Where the asset is unpacked in the cache."""
-        return CACHE_DIR / PurePosixPath(self.file).stem
+        return DATA_CACHE / PurePosixPath(self.file).stem
 
 
 def _load_registry() -> dict[str, DataAsset]:
@@ -96,13 +96,13 @@ def fetch(name: str = EVAL) -> Path:
     asset = get(name)
     if unpacked(name):
         return asset.folder
-    archive = CACHE_DIR / asset.file
+    archive = DATA_CACHE / asset.file
     if not (archive.is_file() and archive.stat().st_size == asset.bytes and hub.sha256_of(archive) == asset.sha256):
         try:
             hub._download(asset, archive)  # one downloader for models and data: checked, atomic, with a bar
         except hub.PublishedModelError as err:
             problem = str(err).split("; either download")[0].removeprefix(f"published model {name!r}: ")
-            raise DataAssetError(f"data {name!r}: {' '.join(problem.split())}; put {asset.file} into {CACHE_DIR} "
+            raise DataAssetError(f"data {name!r}: {' '.join(problem.split())}; put {asset.file} into {DATA_CACHE} "
                                  f"by hand (from {asset.url}) and run `colorlab data fetch {name}` again") from None
     _unpack(archive, asset)
     archive.unlink()  # the photos are kept unpacked; the zip would only double the space

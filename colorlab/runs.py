@@ -5,9 +5,11 @@ chapter (or the command line) made with the same settings and resumes it instead
 
 `colorlab train` and `colorlab experiment` also keep two small files in their folder:
 
-- `run.json`, the run's identity: every setting that decides what the trained weights are
-  (`IDENTITY`). `--resume` with another value of any of them is refused in one line naming
+- `run.json`, the run's specification (`RunSpec`): every setting that decides what the trained
+  weights are. `--resume` with another value of any of them is refused in one line naming
   them, since the result would claim settings its first epochs did not use. Epochs may grow.
+  `colorlab.recipes.run` also stores it in every checkpoint it writes, and `fit` compares it
+  before resuming from one.
 - `.lock`, an advisory lock (`fcntl.flock`) held while a process writes the folder, with that
   process's id in it: a second run into the same folder stops at once with one line. The kernel
   drops the lock of a process that dies (even by SIGKILL); the next run takes it over and says so.
@@ -21,6 +23,7 @@ import shutil
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .models import AUTO
@@ -94,19 +97,47 @@ def chapter_run_dir(recipe: str, root: str | Path, data: str, n_images: int | No
 LIMITS = {"batch_size": 1 << 16, "epochs": 10**6, "n_images": 10**9, "seed": 2**63 - 1}
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
-# the settings of a `colorlab train` run that decide its weights; epochs may grow between a run and its resumption
-IDENTITY = ("recipe", "data", "n_images", "size", "batch_size", "seed", "weights", "gan_mode", "lambda_l1", "init",
-            "world_size")
 
 
-def run_identity(settings: Mapping, world_size: int = 1) -> dict:
-    """The identity of a run: its `IDENTITY` settings, with local folders and files as absolute paths."""
-    identity = {key: settings[key] for key in IDENTITY if key in settings} | {"world_size": world_size}
-    for key in ("data", "weights", "init"):
-        value = identity.get(key)
-        if isinstance(value, str) and Path(value).exists():  # the same folder named from another directory
-            identity[key] = str(Path(value).resolve())
-    return identity
+@dataclass(frozen=True)
+class RunSpec:
+    """What decides a run's trained weights: data, split, image sizes, recipe and its stages' settings.
+
+    Epochs are not part of it: a run may be resumed with more. Local folders and files are
+    absolute paths, so the same folder named from another directory is the same run.
+    """
+
+    recipe: str
+    data: str
+    n_images: int | None
+    size: int
+    batch_size: int
+    seed: int
+    weights: str | None
+    gan_mode: str
+    lambda_l1: float
+    init: str | None
+    max_side: int | None  # the side images are decoded at: it decides which huge photos the split keeps
+    world_size: int = 1
+
+    @classmethod
+    def of(cls, settings: Mapping, world_size: int = 1) -> "RunSpec":
+        """The specification of a run's `settings` (e.g. `asdict(RunConfig)`); unknown keys are ignored."""
+        values = {f.name: settings.get(f.name) for f in fields(cls) if f.name != "world_size"}
+        for key in ("data", "weights", "init"):
+            value = values[key]
+            if isinstance(value, str) and Path(value).exists():  # the same folder named from another directory
+                values[key] = str(Path(value).resolve())
+        return cls(**values, world_size=world_size)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def spec_differences(recorded: Mapping, current: Mapping) -> list[str]:
+    """'key X there, Y now' for every setting both specifications have and that differs."""
+    return [f"{key} {recorded[key]!r} there, {current[key]!r} now" for key in current
+            if key in recorded and recorded[key] != current[key]]
 
 
 def check_resume(folder: str | Path, identity: Mapping) -> None:
@@ -120,9 +151,7 @@ def check_resume(folder: str | Path, identity: Mapping) -> None:
     recorded = _recorded_identity(folder)
     if recorded is None:
         return
-    differences = [f"{key} {recorded[key]!r} there, {identity[key]!r} now" for key in identity
-                   if key in recorded and recorded[key] != identity[key]]
-    if differences:
+    if differences := spec_differences(recorded, identity):
         raise ValueError(f"cannot resume {folder}/: it was started with other settings ({'; '.join(differences)}); "
                          "resume with the same settings, or give another --out for a new run")
 
@@ -132,8 +161,9 @@ def _recorded_identity(folder: Path) -> dict | None:
         if (folder / RUN_FILE).is_file():
             return json.loads((folder / RUN_FILE).read_text())
         if (folder / "metrics.json").is_file():
-            return run_identity(json.loads((folder / "metrics.json").read_text())["config"],
-                                json.loads((folder / "metrics.json").read_text()).get("world_size", 1))
+            record = json.loads((folder / "metrics.json").read_text())
+            spec = RunSpec.of(record["config"], record.get("world_size", 1)).as_dict()
+            return {key: value for key, value in spec.items() if key in record["config"] or key == "world_size"}
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{folder}/{RUN_FILE}: unreadable record of the run's settings ({err}); "
                          "remove it to resume without the check, or give another --out") from None
@@ -203,5 +233,5 @@ def _try_lock(file) -> bool:
     return True
 
 
-__all__ = ["COLAB_DRIVE", "IDENTITY", "LIMITS", "RunLockedError", "chapter_run_dir", "check_resume", "record_identity",
-           "resolve_run_root", "run_dir", "run_identity", "run_lock"]
+__all__ = ["COLAB_DRIVE", "LIMITS", "RunLockedError", "RunSpec", "chapter_run_dir", "check_resume", "record_identity",
+           "resolve_run_root", "run_dir", "run_lock", "spec_differences"]

@@ -37,8 +37,6 @@ HINT_ADAM = {"lr_g": 1e-3, "betas": (0.9, 0.999)}
 STAGE_DEFAULTS: dict[str, dict] = {"pretrain": L1_ADAM, "gan": {}, "classify": L1_ADAM,
                                    "hints": HINT_ADAM, "hints-gan": {"lr_g": HINT_ADAM["lr_g"]}}
 STAGE_NAMES = tuple(STAGE_DEFAULTS)
-# stage -> the other names its checkpoints may carry: classification ones written before stages had names of their own
-OLDER_NAMES: dict[str, tuple[str, ...]] = {"classify": ("pretrain",)}
 
 
 @dataclass

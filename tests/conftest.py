@@ -81,7 +81,7 @@ def models_isolated(tmp_path, monkeypatch) -> Path:
     from colorlab import hub
 
     monkeypatch.setattr(hub, "SHARED_MODELS", tmp_path / "no-shared")
-    monkeypatch.setattr(hub, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(hub, "MODEL_CACHE", tmp_path / "cache")
     monkeypatch.delenv("COLORLAB_MODELS", raising=False)
     monkeypatch.setattr(hub, "_verified", {})
     return tmp_path / "cache"

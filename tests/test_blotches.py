@@ -34,3 +34,19 @@ def test_the_committed_configs_name_known_candidates(blotches):
         settings = yaml.safe_load((ROOT / "configs" / "blotches" / name).read_text())
         assert set(settings["candidates"]) <= set(blotches.CANDIDATES), name
         assert settings["epochs"] >= 3, name
+
+
+def test_the_published_start_is_loaded_through_the_checksummed_path(blotches, register_published, tiny_checkpoint,
+                                                                   tmp_path, monkeypatch):
+    """A damaged resnet18-l1-64 file in the models folder is refused (sha256), not fine-tuned from."""
+    import shutil
+
+    from colorlab import hub
+
+    register_published("http://127.0.0.1:9/x", sha256="0" * 64, name=blotches.START)
+    shutil.copy(tiny_checkpoint, tmp_path / f"{blotches.START}.pt")
+    monkeypatch.setenv("COLORLAB_MODELS", str(tmp_path))
+    monkeypatch.setattr(blotches, "load_split", lambda *args, **kwargs: ([], []))  # no photos needed to get there
+    monkeypatch.setattr(blotches, "val_batches", lambda *args, **kwargs: [])
+    with pytest.raises(hub.PublishedModelError, match="sha256"):
+        blotches.main(["--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs")])

@@ -348,3 +348,42 @@ def test_colorize_without_a_model_here_downloads_the_preferred_one_and_says_so(r
     assert captured.out.startswith("using the published model tiny-32")
     [error] = captured.err.strip().splitlines()[-1:]
     assert error.startswith("colorlab colorize: error: published model 'tiny-32': cannot reach")
+
+
+def test_a_bare_train_downloads_nothing_and_says_what_data_coco_would_download(monkeypatch, tmp_path, capsys):
+    """`colorlab train` alone would start a multi-GB download: it names the download and its size, and stops."""
+    from colorlab.data import COCO_SAMPLE_BYTES
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("a bare `colorlab train` started the COCO download")
+
+    monkeypatch.setattr("colorlab.data.coco_sample", no_download)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train"]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert f"fastai's COCO sample ({COCO_SAMPLE_BYTES / 1e9:.1f} GB)" in line and "ImageNet ResNet18 weights" in line
+    assert "give --data coco to start that download" in line
+    assert not (tmp_path / "runs").exists()
+    assert main(["train", "--recipe", "baseline", "--weights", "none"]) == 2  # no backbone: only COCO is named
+    assert "ImageNet" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "colorize", "experiment"])
+def test_every_option_has_help_text_and_its_default_shown(command):
+    import argparse
+
+    from colorlab.cli import build_parser
+
+    parser = build_parser()
+    sub = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    options = [action for action in sub.choices[command]._actions if action.option_strings and action.dest != "help"]
+    assert options
+    for action in options:
+        assert action.help and action.help.strip(), f"{command} {action.option_strings[0]} has no help text"
+    text = sub.choices[command].format_help()
+    for action in options:
+        if action.default is not argparse.SUPPRESS:
+            flat = " ".join(text.split())
+            assert f"(default: {action.default})" in flat, f"{command} {action.option_strings[0]}: no default shown"
+    if command == "colorize":
+        assert "examples:" in text and sub.choices[command].description

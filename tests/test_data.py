@@ -125,3 +125,15 @@ def test_shared_split_keeps_its_folders_and_excludes_grayscale(tmp_path, monkeyp
     assert not grey & set(train + val)
     assert len(train) == 8 - 3 and len(val) == 3 - 1
     assert all(f.parent.name == "train" for f in train) and all(f.parent.name == "val" for f in val)
+
+
+def test_data_does_not_import_cache_which_builds_on_it():
+    """colorlab.cache reads images with colorlab.data; data importing cache back (even inside a function) is a circle."""
+    import ast
+    from pathlib import Path
+
+    import colorlab.data
+
+    tree = ast.parse(Path(colorlab.data.__file__).read_text())
+    imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert "cache" not in imported and "colorlab.cache" not in imported

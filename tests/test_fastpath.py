@@ -190,7 +190,7 @@ def test_a_cuda_training_step_never_waits_for_the_device(cached_batch):
 
 
 def test_benchmark_prints_both_pipelines_and_their_ratio(photo_folder, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("colorlab.cache.CACHE_DIR", tmp_path)
+    monkeypatch.setattr("colorlab.cache.IMAGE_CACHE", tmp_path / "images")
     spec = importlib.util.spec_from_file_location("throughput", ROOT / "benchmarks" / "throughput.py")
     throughput = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(throughput)

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def data_isolated(tmp_path, monkeypatch, eval_release):
     """colorlab sees no ../shared/data and an empty cache; the data registry is the generated asset's."""
-    monkeypatch.setattr(published_data, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(published_data, "DATA_CACHE", tmp_path / "cache")
     monkeypatch.setattr(published_data, "shared_data_dir", lambda: None)
     monkeypatch.setattr(hub, "_verified", {})
 

@@ -13,8 +13,9 @@ from colorlab import book
 from colorlab.checkpoint import load_checkpoint, save_checkpoint
 from colorlab.experiment import ExperimentConfig
 from colorlab.models import build_generator
-from colorlab.recipes import RECIPES, train_recipe
+from colorlab.recipes import RECIPES, RunConfig, train_recipe
 from colorlab.stages import stage_config
+from colorlab.train import History
 from tests.conftest import smooth_color_image
 
 
@@ -27,9 +28,25 @@ def four_photos(tmp_path_factory) -> list[Path]:
     return sorted(folder.glob("*.png"))
 
 
-def test_the_recipes_are_lists_of_stages():
-    assert RECIPES == {"baseline": ("gan",), "resnet18": ("pretrain", "gan"), "classification": ("classify",),
-                       "hints": ("hints",), "hints-gan": ("hints", "hints-gan")}
+@pytest.mark.parametrize("recipe, expected", [
+    ("baseline", [("gan", 3)]),
+    ("resnet18", [("pretrain", 2), ("gan", 3)]),
+])
+def test_a_recipe_trains_its_stages_in_order_the_last_for_epochs_the_others_for_pretrain_epochs(
+        four_photos, tmp_path, monkeypatch, recipe, expected):
+    """What trains is read from the recipe's entry: breaking its stage order or the epochs rule fails here."""
+    trained = []
+
+    def record_fit(stage, loader, **kwargs):
+        trained.append((stage.name, stage.config.epochs))
+        return History()
+
+    monkeypatch.setattr("colorlab.recipes.fit", record_fit)
+    config = RunConfig(recipe=recipe, epochs=3, pretrain_epochs=2, weights=None)
+    train_recipe(recipe, four_photos, tmp_path, size=32, epochs=config.stage_epochs, weights=None, device="cpu",
+                 progress=False, cache=False, num_workers=0)
+    assert trained == expected
+    assert list(RECIPES[recipe].stages) == [stage for stage, _ in expected]
 
 
 def _train(photos, out, **kwargs):
@@ -98,9 +115,33 @@ def test_the_experiment_config_is_validated_in_one_line_naming_the_file(tmp_path
         ExperimentConfig.from_yaml(tmp_path / "bad.yaml")
 
 
-def test_the_experiment_config_accepts_the_published_models_settings():
-    config = ExperimentConfig(size=64, weights=None, output="linear", n_images=None, pretrain_epochs=12)
-    assert (config.output, config.pretrain_epochs) == ("linear", 12)
+class _Stop(Exception):
+    pass
+
+
+def test_the_experiments_settings_reach_the_recipes_it_trains(four_photos, tmp_path, monkeypatch):
+    """The published models' settings (linear output, 12 L1 epochs) are what the experiment trains with."""
+    from colorlab import experiment
+
+    calls = {}
+
+    def capture(recipe, files, out, **kwargs):
+        calls[recipe] = kwargs
+        if recipe == "resnet18":
+            raise _Stop  # both recipes seen: nothing else to check
+        return None
+
+    monkeypatch.setattr(experiment, "train_recipe", capture)
+    monkeypatch.setattr(experiment, "load_split", lambda *args, **kwargs: (four_photos, four_photos))
+    config = ExperimentConfig(size=32, weights=None, output="linear", baseline_epochs=2, pretrain_epochs=12,
+                              gan_epochs=3, batch_size=4, seed=7)
+    with pytest.raises(_Stop):
+        experiment.run_experiment(config, tmp_path, device="cpu", progress=False)
+    assert calls["baseline"]["epochs"] == {"gan": 2}
+    assert calls["resnet18"]["epochs"] == {"pretrain": 12, "gan": 3}
+    assert (calls["resnet18"]["output"], calls["resnet18"]["weights"]) == ("linear", None)
+    for kwargs in calls.values():
+        assert (kwargs["size"], kwargs["batch_size"], kwargs["seed"], kwargs["resume"]) == (32, 4, 7, True)
 
 
 def test_published_or_train_uses_the_published_model_and_trains_nothing(register_published, tiny_checkpoint,

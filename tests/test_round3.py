@@ -318,7 +318,7 @@ FETCH_SCRIPT = """
 import sys
 from pathlib import Path
 from colorlab import hub
-hub.CACHE_DIR, hub.SHARED_MODELS = Path(sys.argv[1]), Path(sys.argv[1]) / "no-shared"
+hub.MODEL_CACHE, hub.SHARED_MODELS = Path(sys.argv[1]), Path(sys.argv[1]) / "no-shared"
 hub.MODELS["tiny-32"] = hub.PublishedModel(name="tiny-32", file="tiny-32.pt", bytes=int(sys.argv[3]), url=sys.argv[2],
                                            sha256=sys.argv[4], spec={"arch": "baseline", "size": 32, "n_down": 5})
 hub.fetch_pretrained("tiny-32")

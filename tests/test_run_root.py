@@ -4,29 +4,33 @@ from __future__ import annotations
 
 import json
 
+from colorlab import book
 from colorlab.cli import main
 from colorlab.data import load_split
-from colorlab.recipes import train_recipe
-from colorlab.runs import run_dir
+from colorlab.stages import GANStage
 
 SETTINGS = dict(n_images=8, seed=0, size=32)
 
 
 def test_a_chapter_resumes_the_run_colorlab_train_wrote_under_run_root(photo_folder, tmp_path, monkeypatch):
-    monkeypatch.setattr("colorlab.cache.CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr("colorlab.cache.IMAGE_CACHE", tmp_path / "cache" / "images")
     root = tmp_path / "runs"
     argv = ["train", "--recipe", "baseline", "--offline", "--data", str(photo_folder), "--n-images", "8",
             "--size", "32", "--batch-size", "4", "--epochs", "1", "--device", "cpu", "--run-root", str(root)]
     assert main(argv) == 0
 
-    # Chapter 5's training cell, with its parameters (data = the folder, run_root = ROOT):
-    run = run_dir("baseline", root, data=str(photo_folder), **SETTINGS)
-    assert (run / "gan.pt").is_file(), f"colorlab train wrote {sorted(p.name for p in root.iterdir())}"
-    train_files, _ = load_split(str(photo_folder), SETTINGS["n_images"], seed=0)
-    history = train_recipe("baseline", train_files, run, size=32, batch_size=4, seed=0, epochs={"gan": 1},
-                           device="cpu", progress=False).histories["gan"]
-    trained_by_cli = json.loads((run / "history.json").read_text())["gan"]
-    assert history.epochs == trained_by_cli  # the CLI's epoch came back; nothing was trained again
+    # Chapter 5's training cell, with its parameters (data = the folder, run_root = ROOT), must train nothing:
+    def no_training(*args, **kwargs):
+        raise AssertionError("the chapter trained again instead of resuming the CLI's run")
+
+    monkeypatch.setattr(GANStage, "step", no_training)
+    train_files, _ = load_split(str(photo_folder), SETTINGS["n_images"], seed=SETTINGS["seed"])
+    trained = book.train_chapter("baseline", train_files, epochs={"gan": 1}, size=SETTINGS["size"], batch_size=4,
+                                 seed=SETTINGS["seed"], data=str(photo_folder), n_images=SETTINGS["n_images"],
+                                 run_root=str(root), device="cpu", pretrained="none", smoke=True)
+    (folder,) = root.iterdir()  # the one folder both named
+    assert trained.checkpoints["gan"] == folder / "gan.pt"
+    assert trained.histories["gan"].epochs == json.loads((folder / "history.json").read_text())["gan"]
 
 
 def test_out_and_run_root_together_are_one_clear_error(tmp_path, capsys):

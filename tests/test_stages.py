@@ -103,16 +103,17 @@ def test_the_l1_stage_trains_the_generator_alone():
     assert set(stage.state_dict()) == {"generator", "opt_g"}
 
 
-def test_classification_checkpoints_of_older_runs_still_resume_but_regression_ones_do_not(tmp_path):
-    """Before stages had names, a classification run's checkpoint was tagged 'pretrain' (its Adam settings)."""
+def test_a_checkpoint_of_another_stage_is_refused_and_a_regression_one_does_not_fit_a_classifier(tmp_path):
+    """A classifier's checkpoint tagged with another stage's name is refused in one line, naming both stages."""
     config = stage_config("classify", 2)
     classifier = build_classifier("baseline", 32, bins=gamut_bins())
-    older = save_checkpoint(tmp_path / "classify.pt", {"spec": classifier.spec, "stage": "pretrain",
+    other = save_checkpoint(tmp_path / "classify.pt", {"spec": classifier.spec, "stage": "pretrain",
                                                        "config": vars(config), "generator": {}})
-    assert resumable_state(older, classifier.spec, "classify", config) is not None
-    assert resumable_state(older, classifier.spec, "classify", config)["stage"] == "pretrain"
-    with pytest.raises(ValueError, match="is a 'pretrain' checkpoint, this is the 'gan' stage"):
-        resumable_state(older, classifier.spec, "gan", stage_config("gan", 2))
+    with pytest.raises(ValueError, match="is a 'pretrain' checkpoint, this is the 'classify' stage"):
+        resumable_state(other, classifier.spec, "classify", config)
+    own = save_checkpoint(tmp_path / "own.pt", {"spec": classifier.spec, "stage": "classify",
+                                                "config": vars(config), "generator": {}})
+    assert resumable_state(own, classifier.spec, "classify", config)["stage"] == "classify"
     regression = build_generator("baseline", 32)
     l1 = save_checkpoint(tmp_path / "pretrain.pt", {"spec": regression.spec, "stage": "pretrain",
                                                     "config": vars(config), "generator": {}})

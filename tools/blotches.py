@@ -1,4 +1,4 @@
-"""Issue 19's controlled comparison: does a bounded output stop GAN fine-tuning's red blotches?
+"""The controlled comparison of chapter 7, section 7: does a bounded output stop GAN fine-tuning's red blotches?
 
 Every run starts from the same published L1-pretrained generator (resnet18-l1-64), with the
 same seed, data (the shared photos at 64 px, batch 16) and discriminator init, and is fine-tuned
@@ -20,25 +20,21 @@ rewritten after every run, so a partial comparison is readable while the next on
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shlex
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import torch
 import yaml
 
-from colorlab.checkpoint import load_generator
+from colorlab import hub
 from colorlab.color import L_ab_to_rgb
-from colorlab.data import load_split, val_batches
+from colorlab.data import LOAD_SIDE_FACTOR, load_split, val_batches
 from colorlab.evaluate import ab_histogram, comparison_grid, evaluate, grayscale_rgb, high_chroma, predict_ab
 from colorlab.models import LINEAR, TANH, build_generator
 from colorlab.recipes import train_recipe
+from colorlab.record import command_line, now, provenance, training_seconds, write_record
 
 SIZE, BATCH, SEED = 64, 16, 0
+START, PUBLISHED_GAN = "resnet18-l1-64", "resnet18-gan-64"  # published models (colorlab.hub)
 # name -> (output layer, overrides of the reference tutorial's GAN stage settings)
 CANDIDATES = {
     "GAN, linear": (LINEAR, {}),
@@ -47,12 +43,11 @@ CANDIDATES = {
 }
 
 
-def finetune(name: str, start: Path, train_files: list[Path], epochs: int, runs: Path):
+def finetune(name: str, start: torch.nn.Module, train_files: list[Path], epochs: int, runs: Path):
     """Fine-tune a copy of `start` as candidate `name`; resumes from runs/<name>/gan.pt. (model, history)"""
     output, overrides = CANDIDATES[name]
-    l1, _ = load_generator(start)
     generator = build_generator("resnet18", SIZE, weights=None, output=output)
-    generator.load_state_dict(l1.state_dict())  # tanh has no parameters: the same weights fit both
+    generator.load_state_dict(start.state_dict())  # tanh has no parameters: the same weights fit both
     folder = runs / name.replace("GAN, ", "").replace(" + ", "-").replace(" ", "-")
     # train_recipe seeds torch with SEED before building the discriminator: the same init for every candidate
     trained = train_recipe("resnet18", train_files, folder, stages=("gan",), generator=generator, size=SIZE,
@@ -64,13 +59,14 @@ def finetune(name: str, start: Path, train_files: list[Path], epochs: int, runs:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="a YAML file of the settings below (epochs, candidates, ...)")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--models", type=Path, default=Path("../shared/models"),
-                        help="folder holding resnet18-l1-64.pt and resnet18-gan-64.pt")
-    parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES))
-    parser.add_argument("--out", type=Path, default=Path("results/blotches"))
-    parser.add_argument("--runs", type=Path, default=Path("runs/blotches"))
-    parser.add_argument("--grid-rows", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=3, help="GAN epochs of every candidate (default: %(default)s)")
+    parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES), choices=list(CANDIDATES),
+                        help="which output layers to fine-tune (default: all)")
+    parser.add_argument("--out", type=Path, default=Path("results/blotches"),
+                        help="metrics.json and grid.png (default: %(default)s)")
+    parser.add_argument("--runs", type=Path, default=Path("runs/blotches"),
+                        help="the candidates' checkpoints, resumed when run again (default: %(default)s)")
+    parser.add_argument("--grid-rows", type=int, default=6, help="photos in grid.png (default: %(default)s)")
     parser.add_argument("--note", default="", help="recorded in metrics.json: how the runs were made, if otherwise")
     args = parser.parse_args(argv)
     if args.config:
@@ -78,24 +74,22 @@ def main(argv: list[str] | None = None) -> None:
         unknown = set(settings) - set(vars(args))
         if unknown:
             parser.error(f"{args.config}: unknown settings {', '.join(sorted(unknown))}")
-        parser.set_defaults(**{key: Path(v) if key in ("models", "out", "runs") else v for key, v in settings.items()})
+        parser.set_defaults(**{key: Path(v) if key in ("out", "runs") else v for key, v in settings.items()})
         args = parser.parse_args(argv)
     unknown = set(args.candidates) - set(CANDIDATES)
     if unknown:  # argparse checks `choices` on the command line only, not in a config file
         parser.error(f"unknown candidates {', '.join(sorted(unknown))}; choose from {', '.join(CANDIDATES)}")
 
-    train_files, val_files = load_split("shared", None, seed=SEED)
+    started = now()
+    train_files, val_files = load_split("shared", None, seed=SEED, max_side=LOAD_SIDE_FACTOR * SIZE)
     batches = val_batches(val_files, SIZE, "cpu")
-    models = {"L1 start (resnet18-l1-64)": load_generator(args.models / "resnet18-l1-64.pt")[0],
-              "published GAN (10 epochs)": load_generator(args.models / "resnet18-gan-64.pt")[0]}
+    # the published files through colorlab.hub: sha256-checked, the local copy else a download
+    models = {f"L1 start ({START})": hub.load_pretrained(START),
+              "published GAN (10 epochs)": hub.load_pretrained(PUBLISHED_GAN)}
     summary = {
-        "command": "PYTHONPATH=$PWD python tools/blotches.py " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                                 text=True).stdout.strip(),
-        "device": f"cpu ({os.cpu_count()} cores), torch {torch.__version__}",
+        **provenance(command_line("PYTHONPATH=$PWD python tools/blotches.py", argv), "cpu", started),
         "note": args.note,
-        "date": time.strftime("%Y-%m-%d"),
-        "setup": {"start": "resnet18-l1-64", "size": SIZE, "batch_size": BATCH, "seed": SEED, "epochs": args.epochs,
+        "setup": {"start": START, "size": SIZE, "batch_size": BATCH, "seed": SEED, "epochs": args.epochs,
                   "n_train": len(train_files), "n_val": len(val_files),
                   "candidates": {name: {"output": CANDIDATES[name][0], **CANDIDATES[name][1]}
                                  for name in args.candidates}},
@@ -106,15 +100,16 @@ def main(argv: list[str] | None = None) -> None:
     def record(name: str, model) -> None:
         summary["metrics"][name] = evaluate(model, batches)
         summary["ab_histogram"][name] = ab_histogram(torch.cat([predict_ab(model, L) for L, _ in batches]))
-        (args.out / "metrics.json").write_text(json.dumps(summary, indent=1))
+        summary["finished"] = now()
+        write_record(args.out, summary)
 
     summary["ab_histogram"]["truth"] = ab_histogram(torch.cat([ab for _, ab in batches]))
     for name, model in models.items():
         record(name, model)
     for name in args.candidates:
-        model, history = finetune(name, args.models / "resnet18-l1-64.pt", train_files, args.epochs, args.runs)
+        model, history = finetune(name, models[f"L1 start ({START})"], train_files, args.epochs, args.runs)
         summary["history"][name] = history.epochs
-        summary["seconds"][name] = round(sum(history["seconds"]), 1)
+        summary["seconds"] |= training_seconds({name: history})
         models[name] = model
         record(name, model)
         print(f"{name}: {summary['metrics'][name]}", flush=True)
@@ -130,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     for ax in fig.axes:
         ax.title.set_fontsize(6)
     fig.savefig(args.out / "grid.png", dpi=60)
-    (args.out / "metrics.json").write_text(json.dumps(summary, indent=1))
+    write_record(args.out, summary | {"finished": now()})
 
 
 if __name__ == "__main__":

@@ -211,7 +211,7 @@ def cmd_evaluate(args) -> int:
     from colorlab.checkpoint import load_generator
     from colorlab.data import load_split, val_batches
     from colorlab.evaluate import evaluate
-    from colorlab.experiment import PUBLISHED
+    from colorlab.catalogue import MODELS as CATALOGUE
     from colorlab.io import SkippedImageWarning
     from colorlab.runtime import pick_device
 
@@ -224,8 +224,8 @@ def cmd_evaluate(args) -> int:
     batches = val_batches(val_files, config["size"], device)
     models = {GREY: grey_yardstick().to(device)}
     missing = []
-    for model, (prefix, *_) in PUBLISHED.items():
-        path = out / MODELS / f"{prefix}-{config['size']}.pt"
+    for model, entry in CATALOGUE.items():
+        path = out / MODELS / f"{entry.published_name(config['size'])}.pt"
         if path.is_file():
             models[model] = load_generator(path, map_location=device)[0].to(device)
         else:

@@ -14,14 +14,10 @@ from .unet import Unet, UnetBlock, shape_trace
 
 ARCHITECTURES = ("baseline", "resnet18")
 MAX_UNET_DOWNSAMPLINGS = 8
-# The output layer of NEW resnet18 generators: tanh, decided by issue 19's controlled comparison
-# (results/blotches, chapter 7 section 7; 3 GAN epochs from the published resnet18-l1-64 at 64 px, measured
-# 2026-11-30 on the 2-core CPU by `python tools/blotches.py --config configs/blotches/comparison.yaml`).
-# Without the bound the GAN stage painted saturated blotches: 7.7x the truth's fraction of pixels above
-# chroma 66 (6.7% vs 0.87%), some of them beyond the gamut. With tanh, all else equal: 0.60%, none beyond
-# the gamut, higher PSNR/SSIM, and colourfulness 38.0 against the truth's 39.9 (L1 start 8.1, unbounded
-# 51.1): the GAN stage's colour gain is kept without the overshoot. Checkpoints whose spec has no "output"
-# (the published ones included) still load as the linear network they were trained as.
+# The output layer of new resnet18 generators. tanh bounds the predicted ab to the scaled range: unbounded,
+# the GAN stage paints saturated blotches beyond the truth's chroma (results/blotches compares the two with
+# everything else equal; chapter 7, section 7 reads it). A checkpoint whose spec has no "output" loads as
+# the linear network it was trained as.
 RESNET18_OUTPUT = TANH
 
 

@@ -1,8 +1,8 @@
 """results/hints64: train chapter 11's hint model from configs/hints64.yaml, then measure it.
 
-    python results/hints64/make.py train [--epochs N]   # colorlab.recipes.run on the config (resumes its run folder)
-    python results/hints64/make.py report               # metrics.json, curve.png and grid.png in this folder
-    python results/hints64/make.py export DIR           # DIR/resnet18-hints-64.pt + DIR/MANIFEST.json, for publication
+    python tools/hints64.py train [--epochs N]   # colorlab.recipes.run on the config (resumes its run folder)
+    python tools/hints64.py report               # metrics.json, curve.png and grid.png in results/hints64
+    python tools/hints64.py export DIR           # DIR/resnet18-hints-64.pt + DIR/MANIFEST.json, for publication
 
 `export` writes the generator as `colorlab experiment --export-models` writes its three
 (`colorlab.hub.export_checkpoint`: generator only, float16) with a registry entry beside it.
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = Path(__file__).resolve().parents[1]
+HERE = ROOT / "results" / "hints64"  # where its outputs are committed
 CONFIG = ROOT / "configs" / "hints64.yaml"
 
 
@@ -68,7 +68,7 @@ def report(n_photos: int | None = None, out: Path = HERE) -> dict:
     start_psnr = evaluate_hints(start, batches, (0,), seed)[0]
     ours = curves["hint model"]
     summary = {
-        "command": "python results/hints64/make.py train && python results/hints64/make.py report",
+        "command": "python tools/hints64.py train && python tools/hints64.py report",
         "config": config,
         "machine": f"{platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, torch "
                    f"{torch.__version__} on CPU".replace("  ", " "),
@@ -128,19 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("folder", nargs="?", type=Path, help="export: where to write the model and MANIFEST.json")
     parser.add_argument("--epochs", type=int, default=None, help="override the config's epochs (train)")
     parser.add_argument("--photos", type=int, default=None, help="report: the first N held-out photos only (a trial)")
-    parser.add_argument("--out", type=Path, default=HERE, help="report: the folder to write (default: this one)")
+    parser.add_argument("--out", type=Path, default=HERE, help="report: the folder to write (default: results/hints64)")
     args = parser.parse_args(argv)
     if args.what == "train":
         try:
             train(args.epochs)
         except KeyboardInterrupt as err:  # colorlab.train saved a checkpoint first
-            print(f"make.py train: {err}; run it again to resume", file=sys.stderr)
+            print(f"hints64.py train: {err}; run it again to resume", file=sys.stderr)
             return 130
     elif args.what == "report":
         report(args.photos, args.out)
     else:
         if args.folder is None:
-            parser.error("export needs a folder: make.py export DIR")
+            parser.error("export needs a folder: hints64.py export DIR")
         export(args.folder)
     return 0
 
