@@ -87,6 +87,20 @@ def find_book(book: str | Path | None = None) -> Path:
                             "and book/); run from the repository or name the chapters' folder (--book DIR)")
 
 
+def recorded_results(name: str) -> Path | None:
+    """The repository's `results/NAME` folder (a run recorded and committed with the book), or None.
+
+    Found beside the book (`find_book`: the working directory or a folder above it holding
+    `_toc.yml` and `book/`; tools/build_book.py stages `results/` with the chapters), never beside
+    the installed package: a pip install or a Colab session has no results, and says so.
+    """
+    try:
+        folder = find_book().parent / "results" / name
+    except FileNotFoundError:
+        return None
+    return folder if folder.is_dir() else None
+
+
 def declared_parameters(notebook: str | Path | Mapping[str, Any]) -> list[str]:
     """The names the notebook's ``parameters``-tagged cell assigns at top level (``size: int = 64``), in order.
 
@@ -415,7 +429,7 @@ def published_or_train(stage: str, published: str, size: int, train: Callable[[]
     return train() if chosen is None else chosen.load(device)
 
 
-__all__ = ["SMOKE_PARAMETERS", "ParameterError", "RULES", "Showcase", "chapter_weights", "check_parameters",
+__all__ = ["SMOKE_PARAMETERS", "ParameterError", "RULES", "Showcase", "chapter_weights", "check_parameters", "recorded_results",
            "declared_parameters", "find_book", "held_out_batches", "install_requirement", "installed", "load_split_or_offline",
            "parameter_problems", "Published", "published_model", "published_or_train", "showcase", "train_chapter",
            "write_install_version"]

@@ -313,14 +313,15 @@ def scores(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]]) -
     return evaluate(model, batches) | {"auc": ab_accuracy_auc(model, batches)}
 
 
-RECORDED_RUN = Path(__file__).resolve().parents[1] / "results" / "cpu64-classification"  # in a repository checkout
+def recorded_comparison(folder: str | Path | None = None) -> dict | None:
+    """The committed 64 px comparison (comparison.json: command, device, date, metrics per model) of `folder`,
+    by default results/cpu64-classification beside the book (`book.recorded_results`); None where it is not
+    at hand (e.g. a pip install)."""
+    from .book import recorded_results
 
-
-def recorded_comparison(folder: str | Path = RECORDED_RUN) -> dict | None:
-    """The committed 64 px comparison (comparison.json: command, machine, date, metrics per model), or None
-    where the repository's results/ folder is not at hand (e.g. a pip install)."""
-    path = Path(folder) / "comparison.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    folder = folder or recorded_results("cpu64-classification")
+    path = Path(folder or "") / "comparison.json"
+    return json.loads(path.read_text()) if folder and path.is_file() else None
 
 
 @torch.no_grad()

@@ -10,6 +10,7 @@ source or checkpoint (one `error:` line, no traceback);
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -155,16 +156,15 @@ def _what_coco_downloads(args) -> str:
 def _train(args) -> int:
     data, weights = _offline_sources(args)
     n_images = args.n_images if args.n_images is not None else (COCO_CAP if data == "coco" else None)
-    out = args.out or f"runs/{args.recipe}"
-    if args.run_root is not None:
-        if args.out is not None:
-            raise ValueError("give --out or --run-root, not both")
-        out = str(runs.chapter_run_dir(args.recipe, args.run_root, data, n_images, args.seed, args.size, weights))
+    if args.run_root is not None and args.out is not None:
+        raise ValueError("give --out or --run-root, not both")
     config = RunConfig(recipe=args.recipe, data=data, n_images=n_images, size=args.size,
                        batch_size=args.batch_size, epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
                        weights=weights, gan_mode=args.gan_mode, lambda_l1=args.lambda_l1, device=args.device,
-                       seed=args.seed, out=out, resume=args.resume,
+                       seed=args.seed, out=args.out or f"runs/{args.recipe}", resume=args.resume,
                        num_workers=args.num_workers, cache=args.cache, init=args.init)
+    if args.run_root is not None:  # the folder the run's specification names, as the chapters name theirs
+        config = dataclasses.replace(config, out=str(config.spec().folder(args.run_root)))
     from .recipes import run
 
     resuming = args.resume and any((Path(config.out) / f"{stage}.pt").is_file()
@@ -319,8 +319,6 @@ def _add_study(sub) -> None:
 
 
 def _study(args) -> int:
-    import dataclasses
-
     from . import study
 
     config = study.load_config(args.config)

@@ -24,7 +24,6 @@ from .evaluate import HIGH_CHROMA, Grey
 # "a brown cast": the mean predicted colour is this many Lab units further from grey than the photos' mean
 # colour, at an orange-to-yellow hue angle (degrees in the a-b plane; brown is a dark orange)
 BROWN_MARGIN, BROWN_HUES = 1.0, (20.0, 100.0)
-COMMITTED_RUN = Path(__file__).resolve().parents[1] / "results" / "cpu64"  # the committed 64 px evaluation
 
 
 def grey_colorizer() -> nn.Module:
@@ -32,12 +31,16 @@ def grey_colorizer() -> nn.Module:
     return Grey()
 
 
-def committed_results(folder: str | Path = COMMITTED_RUN) -> dict | None:
-    """A `colorlab experiment` folder's metrics.json: its record (command, date, n_val, ...) with "metrics"
-    keyed by chapter 8's names (and "grey" when the run measured the yardstick); None where the file is not
-    at hand (a pip install has no results/ folder)."""
-    path = Path(folder) / "metrics.json"
-    if not path.is_file():
+def committed_results(folder: str | Path | None = None) -> dict | None:
+    """A `colorlab experiment` folder's metrics.json, by default results/cpu64 beside the book
+    (`book.recorded_results`): its record (command, date, n_val, ...) with "metrics" keyed by chapter 8's
+    names (and "grey" when the run measured the yardstick); None where the file is not at hand (a pip
+    install has no results/ folder)."""
+    from .book import recorded_results
+
+    folder = folder or recorded_results("cpu64")
+    path = Path(folder or "") / "metrics.json"
+    if not folder or not path.is_file():
         return None
     record = json.loads(path.read_text(encoding="utf-8"))
     record["metrics"] = {labels().get(name, name): scores for name, scores in record["metrics"].items()}
@@ -157,5 +160,5 @@ def metrics_table(results: dict[str, dict]):
     return table
 
 
-__all__ = ["COMMITTED_RUN", "GREY", "against_grey", "committed_results", "grey_colorizer",
+__all__ = ["GREY", "against_grey", "committed_results", "grey_colorizer",
            "mean_ab", "metrics_table", "read_against_reference"]

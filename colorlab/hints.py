@@ -61,7 +61,6 @@ ZHANG_PATCH, ZHANG_SIZE = 6, 256  # their sweep's hint patches (6 x 6) at their 
 # (values at these counts as quoted in this project's issue 30). ImageNet-trained at 256 px: not our setting.
 ZHANG_PSNR = {0: 24.43, 1: 25.37, 2: 26.20, 5: 27.39, 10: 28.42, 20: 29.34, 50: 30.42, 100: 31.13,
               200: 31.70, 501: 32.14}
-RECORDED_RUN = Path(__file__).resolve().parents[1] / "results" / "hints64"  # in a repository checkout
 _DRAWS_PER_HINT = 5  # patch side, two uniforms for the row, two for the column (Box-Muller)
 _GOLDEN = 0x9E3779B9
 
@@ -357,11 +356,15 @@ def evaluate_hints(model: nn.Module, photos: Iterable[tuple[torch.Tensor, torch.
     return {count: total / n_photos for count, total in totals.items()}
 
 
-def recorded_run(folder: str | Path = RECORDED_RUN) -> dict | None:
-    """The committed 64 px run's measurements (metrics.json: command, machine, date, PSNR per number of hints),
-    or None where the repository's results/ folder is not at hand (e.g. a pip install)."""
-    path = Path(folder) / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def recorded_run(folder: str | Path | None = None) -> dict | None:
+    """The committed 64 px run's measurements (metrics.json: command, machine, date, PSNR per number of hints)
+    of `folder`, by default results/hints64 beside the book (`book.recorded_results`); None where it is not
+    at hand (e.g. a pip install)."""
+    from .book import recorded_results
+
+    folder = folder or recorded_results("hints64")
+    path = Path(folder or "") / "metrics.json"
+    return json.loads(path.read_text()) if folder and path.is_file() else None
 
 
 @torch.no_grad()

@@ -133,6 +133,11 @@ class RunSpec:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def folder(self, root: str | Path) -> Path:
+        """The run folder this specification names under `root`: the one the chapters and `colorlab train
+        --run-root` share (`chapter_run_dir`: recipe, data, images, seed, size, and the resnet18 encoder's start)."""
+        return chapter_run_dir(self.recipe, root, self.data, self.n_images, self.seed, self.size, self.weights)
+
 
 def spec_differences(recorded: Mapping, current: Mapping) -> list[str]:
     """'key X there, Y now' for every setting both specifications have and that differs."""

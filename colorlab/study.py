@@ -18,11 +18,7 @@ the study says so in one line and runs random-init, and its record says which it
 
 from __future__ import annotations
 
-import datetime
 import json
-import os
-import platform
-import subprocess
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -30,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from . import catalogue, record as records
 from .data import SkippedImageWarning, list_images, shared_data_dir, val_batches
 from .evaluate import Grey, evaluate
 from .io import scan_images
@@ -37,13 +34,12 @@ from .models.resnet_unet import IMAGENET, WeightsUnavailableError, _resnet18
 from .recipes import train_recipe
 from .runtime import pick_device
 
-# model label -> (recipe, the stages trained): the two generators of the book, each in its first stage
-MODELS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "baseline U-Net (cGAN + L1)": ("baseline", ("gan",)),
-    "ResNet18-UNet (L1)": ("resnet18", ("pretrain",)),
+# this study's label -> the model of the catalogue it trains: the book's two generators, each in its first stage
+MODELS: dict[str, catalogue.ModelEntry] = {
+    "baseline U-Net (cGAN + L1)": catalogue.MODELS["baseline"],
+    "ResNet18-UNet (L1)": catalogue.MODELS["L1-pretrained"],
 }
 METRICS = ("psnr", "ssim", "colourfulness", "dCF", "high_chroma")
-RECORDED_RUN = Path(__file__).resolve().parents[1] / "results" / "study64"  # in a repository checkout
 
 
 @dataclass(frozen=True)
@@ -124,19 +120,7 @@ def encoder_weights(wanted: str | None) -> str | None:
 
 
 def run_key(model: str, n_photos: int, seed: int) -> str:
-    return f"{MODELS[model][0]}-{n_photos}-seed{seed}"
-
-
-def provenance(command: str) -> dict:
-    """Where and how a record was made: command, commit, machine, versions, date."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    return {"command": command, "commit": commit, "date": datetime.date.today().isoformat(),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores", "python": platform.python_version(),
-            "torch": torch.__version__}
+    return f"{MODELS[model].recipe}-{n_photos}-seed{seed}"
 
 
 def run_study(config: StudyConfig, train: Path | list[Path] | None = None, val: Path | list[Path] | None = None,
@@ -167,7 +151,7 @@ def run_study(config: StudyConfig, train: Path | list[Path] | None = None, val: 
     batches = val_batches(held_out, config.size, device)
     record.update({"config": _jsonable(config), "weights_used": weights, "n_train_usable": len(photos),
                    "n_val": len(held_out), "val_photos": str(val) if isinstance(val, Path) else "a list of files"})
-    record.setdefault("provenance", provenance(command))
+    record["provenance"] = records.provenance(command, device, started=record.get("provenance", {}).get("started"))
     grey = evaluate(Grey(), batches)
     record.setdefault("yardsticks", {"grey": _pick(grey), "truth": {"colourfulness": grey["colourfulness_true"],
                                                                     "high_chroma": grey["high_chroma_true"]}})
@@ -176,30 +160,34 @@ def run_study(config: StudyConfig, train: Path | list[Path] | None = None, val: 
     todo = [r for r in config.runs() if run_key(*r) not in runs]
     for model, n, seed in todo:
         began = time.perf_counter()
-        recipe, stages = MODELS[model]
+        recipe, stages = MODELS[model].recipe, MODELS[model].stages
         print(f"study: run {len(runs) + 1} of {len(config.runs())}: {model}, {n} photos, seed {seed}, "
               f"{config.epochs(n)} epoch(s) = {config.steps} steps", flush=True)
         trained = train_recipe(recipe, subsets[seed][n], out / run_key(model, n, seed), size=config.size,
                                epochs={stage: config.epochs(n) for stage in stages}, batch_size=config.batch_size,
                                seed=seed, stages=stages, weights=weights if recipe == "resnet18" else None,
                                device=device, resume=True, progress=progress)
-        seconds = sum(sum(h.epochs.get("seconds", [])) for h in trained.histories.values())
+        seconds = sum(records.training_seconds(trained.histories).values())
         runs[run_key(model, n, seed)] = {"model": model, "photos": n, "seed": seed, "epochs": config.epochs(n),
                                          "steps": config.steps, "train_seconds": round(seconds, 1),
                                          "metrics": _pick(evaluate(trained.generator, batches)),
                                          "wall_seconds": round(time.perf_counter() - began, 1),
-                                         "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                                             timespec="seconds"), "commit": provenance(command)["commit"]}
+                                         "finished": records.now(), "commit": records.commit()}
         record["wall_seconds"] = round(sum(r["wall_seconds"] for r in runs.values()), 1)
-        _write(record_path, record)
-    _write(record_path, record)
+        records.write_record(out, record)
+    record["provenance"]["finished"] = records.now()
+    records.write_record(out, record)
     return record
 
 
-def recorded_study(folder: str | Path = RECORDED_RUN) -> dict | None:
-    """The committed study's record (results/study64/metrics.json), or None where it is not (a pip install)."""
-    path = Path(folder) / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def recorded_study(folder: str | Path | None = None) -> dict | None:
+    """The record of the study in `folder`, by default results/study64 beside the book
+    (`book.recorded_results`); None where it is not at hand (a pip install)."""
+    from .book import recorded_results
+
+    folder = folder or recorded_results("study64")
+    path = Path(folder or "") / "metrics.json"
+    return json.loads(path.read_text()) if folder and path.is_file() else None
 
 
 def curves(record: dict) -> dict[str, dict[int, list[float]]]:
@@ -266,13 +254,6 @@ def _pick(metrics: dict[str, float]) -> dict[str, float]:
 
 def _jsonable(config: StudyConfig) -> dict:
     return json.loads(json.dumps(asdict(config)))
-
-
-def _write(path: Path, record: dict) -> None:
-    from .atomic import atomic_write
-
-    with atomic_write(path, "study record") as tmp:
-        tmp.write_text(json.dumps(record, indent=1))
 
 
 def load_config(path: str | Path) -> StudyConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -66,3 +67,23 @@ def test_every_checkpoint_holds_the_run_specification_and_another_one_is_refused
     with pytest.raises(ValueError, match=r"belongs to another run \(batch_size 2 there, 4 now\)"):
         recipes.run(replace(config, batch_size=4, epochs=2, resume=True))
     recipes.run(replace(config, epochs=2, resume=True))  # more epochs: the same specification
+
+
+def test_committed_results_are_found_beside_the_book_never_beside_the_package(tmp_path, monkeypatch):
+    """A recorded run is read from the repository the reader works in (the chapters' folder, or the build's staged
+    copy of it), not from wherever the package is installed: a pip install elsewhere has no results and says so."""
+    import re
+
+    from colorlab import book, comparison, hints, study
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root / "book")  # as a chapter runs
+    assert book.recorded_results("hints64") == root / "results" / "hints64"
+    assert hints.recorded_run()["counts"] and comparison.committed_results()["metrics"]
+    monkeypatch.chdir(tmp_path)  # a reader's own folder, no repository around it
+    assert book.recorded_results("hints64") is None
+    assert hints.recorded_run() is None and comparison.committed_results() is None and study.recorded_study() is None
+    package = root / "colorlab"
+    reaching = [path.name for path in package.rglob("*.py")
+                if re.search(r"__file__\)?\.resolve\(\)\.parents\[1\] / \"results\"", path.read_text())]
+    assert not reaching, f"modules reading results/ through the package's location: {reaching}"

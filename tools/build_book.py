@@ -41,7 +41,7 @@ from colorlab.assignments import publish_exercises
 from colorlab.book import SMOKE_PARAMETERS, declared_parameters, write_install_version  # the grader: the first two
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BOOK_SOURCES = ("_config.yml", "_toc.yml", "book")  # what the staging folder gets
+BOOK_SOURCES = ("_config.yml", "_toc.yml", "book", "results")  # what the staging folder gets (results: the recorded runs the chapters read)
 KERNEL = "python3"
 
 
