@@ -49,7 +49,8 @@ loaded = time.perf_counter()
 cpu = time.process_time()
 written, failures = colorize_files([sys.argv[2]], sys.argv[3], sys.argv[1], device="cpu")
 run = time.perf_counter() - loaded
-print(json.dumps({"import_s": imported - began, "first_load_s": first, "model_s": warm, "run_s": run,
+import colorlab, os
+print(json.dumps({"package": os.path.dirname(colorlab.__file__), "import_s": imported - began, "first_load_s": first, "model_s": warm, "run_s": run,
                   "photos_per_s": len(written) / max(run - warm, 1e-9),
                   "cpu_s": time.process_time() - cpu, "written": len(written), "failures": len(failures),
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
@@ -107,8 +108,11 @@ def default_checkpoint(folder: Path) -> Path:
 
 def measure(package_root: Path, checkpoint: Path, inputs: Path, out: Path) -> dict:
     env = os.environ | {"PYTHONPATH": str(package_root)}
+    # cwd too: `python -c` puts the working directory first on sys.path, so run from the repository the
+    # "before" package would silently be this tree's
     result = subprocess.run([sys.executable, "-c", DRIVER, str(checkpoint), str(inputs), str(out)], env=env,
-                            capture_output=True, text=True, check=True)
+                            cwd=package_root, capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout.strip().splitlines()[-1])["package"] == str(package_root / "colorlab"), result.stdout
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
