@@ -142,7 +142,8 @@ def train_recipe(recipe: str, train_files: list[Path], out: str | Path, *, size:
                  init: str | Path | None = None, overrides: Mapping[str, dict] | None = None,
                  device: str | torch.device = "auto", resume: bool = True, progress: bool = True,
                  cache: bool = True, num_workers: int | None = None, prefix: str = "",
-                 ddp: distributed.Dist | None = None, run_spec: Mapping | None = None) -> Trained:
+                 ddp: distributed.Dist | None = None, run_spec: Mapping | None = None,
+                 epoch_lines: bool = True) -> Trained:
     """Train `recipe`'s `stages` (all by default) in order on `train_files`, each into `out/<prefix><stage>.pt`.
 
     Seeds torch with `seed` and builds the recipe's generator (unless `generator` continues one,
@@ -187,7 +188,7 @@ def train_recipe(recipe: str, train_files: list[Path], out: str | Path, *, size:
         torch.manual_seed(seed)
         histories[stage] = fit(build_stage(stage, generator, config, objective), loader, device=device,
                                checkpoint_path=checkpoints[stage], resume=resume, progress=progress, ddp=ddp,
-                               run_spec=run_spec)
+                               run_spec=run_spec, epoch_lines=epoch_lines)
     return Trained(generator, histories, checkpoints)
 
 

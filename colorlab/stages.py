@@ -229,23 +229,37 @@ def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
         scaler.step(optimizer)
 
 
-def build_stage(name: str, generator: nn.Module, config: TrainConfig, objective: Objective | None = None) -> Stage:
-    """The stage `name` for `generator`: "pretrain", "gan" (with a new PatchGAN), "classify" (needs `objective`),
-    or "hints" / "hints-gan" (the same two objectives given simulated colour hints, colorlab.hints)."""
-    if name == "pretrain":
-        return L1Stage(generator, config)
-    if name == "gan":
-        return GANStage(generator, config, build_discriminator())
-    if name == "classify":
-        if objective is None:
-            raise ValueError("the classify stage needs an objective (colorlab.classify.ClassificationObjective)")
-        return ObjectiveStage(generator, config, objective)
-    if name in ("hints", "hints-gan"):
-        from .hints import build_hint_stage
+def _objective_stage(generator: nn.Module, config: TrainConfig, objective: Objective | None) -> Stage:
+    if objective is None:
+        raise ValueError("the classify stage needs an objective (colorlab.classify.ClassificationObjective)")
+    return ObjectiveStage(generator, config, objective)
+
+
+def _hint_stage(name: str) -> Callable[[nn.Module, TrainConfig, Objective | None], Stage]:
+    def build(generator: nn.Module, config: TrainConfig, objective: Objective | None) -> Stage:
+        from .hints import build_hint_stage  # colorlab.hints builds on this module
 
         return build_hint_stage(name, generator, config)
-    raise ValueError(f"unknown stage {name!r}; choose one of {', '.join(STAGE_NAMES)}")
+    return build
 
 
-__all__ = ["GANStage", "L1Stage", "Objective", "ObjectiveStage", "STAGE_DEFAULTS", "Stage", "TrainConfig",
+# stage name -> how it is built from (generator, config, objective): the table `build_stage` looks up
+STAGE_BUILDERS: dict[str, Callable[[nn.Module, TrainConfig, Objective | None], Stage]] = {
+    "pretrain": lambda generator, config, objective: L1Stage(generator, config),
+    "gan": lambda generator, config, objective: GANStage(generator, config, build_discriminator()),
+    "classify": _objective_stage,
+    "hints": _hint_stage("hints"),  # the two objectives above, given simulated colour hints (colorlab.hints)
+    "hints-gan": _hint_stage("hints-gan"),
+}
+
+
+def build_stage(name: str, generator: nn.Module, config: TrainConfig, objective: Objective | None = None) -> Stage:
+    """The stage `name` for `generator` (`STAGE_BUILDERS`): "pretrain", "gan" (with a new PatchGAN), "classify"
+    (needs `objective`), or "hints" / "hints-gan" (the same two objectives given simulated colour hints)."""
+    if name not in STAGE_BUILDERS:
+        raise ValueError(f"unknown stage {name!r}; choose one of {', '.join(STAGE_NAMES)}")
+    return STAGE_BUILDERS[name](generator, config, objective)
+
+
+__all__ = ["GANStage", "L1Stage", "Objective", "ObjectiveStage", "STAGE_BUILDERS", "STAGE_DEFAULTS", "Stage", "TrainConfig",
            "build_stage", "pix2pix_step", "set_requires_grad", "stage_config"]

@@ -130,7 +130,8 @@ def run_study(config: StudyConfig, train: Path | list[Path] | None = None, val: 
     `train` and `val` are folders (their usable photos are taken) or lists of photo files; by
     default ../shared/data/photos/train and val. The record is rewritten after each run, so an
     interrupted study resumes where it stopped (a run interrupted mid-training resumes from its
-    stage checkpoint).
+    stage checkpoint). `progress`: progress bars and a line per epoch (a chapter turns both off and
+    keeps the one line per run).
     """
     root = shared_data_dir()
     train = train or (root / "photos" / "train" if root else None)
@@ -166,7 +167,7 @@ def run_study(config: StudyConfig, train: Path | list[Path] | None = None, val: 
         trained = train_recipe(recipe, subsets[seed][n], out / run_key(model, n, seed), size=config.size,
                                epochs={stage: config.epochs(n) for stage in stages}, batch_size=config.batch_size,
                                seed=seed, stages=stages, weights=weights if recipe == "resnet18" else None,
-                               device=device, resume=True, progress=progress)
+                               device=device, resume=True, progress=progress, epoch_lines=progress)
         seconds = sum(records.training_seconds(trained.histories).values())
         runs[run_key(model, n, seed)] = {"model": model, "photos": n, "seed": seed, "epochs": config.epochs(n),
                                          "steps": config.steps, "train_seconds": round(seconds, 1),
@@ -226,25 +227,41 @@ def study_figure(record: dict, metrics: tuple[str, ...] = ("psnr", "colourfulnes
     return fig
 
 
-def table(record: dict) -> str:
-    """The record as a markdown table: one row per model and size (mean over seeds, and the spread), yardsticks first."""
-    lines = ["| model | photos | seeds | " + " | ".join(METRICS) + " | training s |",
-             "|---|---|---|" + "---|" * len(METRICS) + "---|",
-             "| grey (ab = 0) | - | - | " + " | ".join(f"{record['yardsticks']['grey'][m]:.3f}" for m in METRICS)
-             + " | - |",
-             "| truth | - | - | - | - | " + f"{record['yardsticks']['truth']['colourfulness']:.3f} | 0.000 | "
-             + f"{record['yardsticks']['truth']['high_chroma']:.4f} | - |"]
+def rows(record: dict) -> list[dict[str, object]]:
+    """The record as table rows: the yardsticks (grey, truth) first, then one row per model and size with the
+    mean over seeds of each metric and, where there are several seeds, half their range ("± METRIC")."""
+    grey, truth = record["yardsticks"]["grey"], record["yardsticks"]["truth"]
+    table = [{"model": "grey (ab = 0)", **grey},
+             {"model": "truth", "colourfulness": truth["colourfulness"], "dCF": 0.0, "high_chroma": truth["high_chroma"]}]
     groups: dict[tuple[str, int], list[dict]] = {}
     for run in record["runs"].values():
         groups.setdefault((run["model"], run["photos"]), []).append(run)
     for (model, n), runs in sorted(groups.items()):
-        cells = []
+        row: dict[str, object] = {"model": model, "photos": n, "seeds": len(runs)}
         for metric in METRICS:
             values = [r["metrics"][metric] for r in runs]
-            mean = sum(values) / len(values)
-            cells.append(f"{mean:.3f}" + (f" ± {(max(values) - min(values)) / 2:.3f}" if len(values) > 1 else ""))
-        seconds = sum(r["train_seconds"] for r in runs) / len(runs)
-        lines.append(f"| {model} | {n} | {len(runs)} | " + " | ".join(cells) + f" | {seconds:.0f} |")
+            row[metric] = sum(values) / len(values)
+            if len(values) > 1:
+                row[f"± {metric}"] = (max(values) - min(values)) / 2
+        row["training s"] = sum(r["train_seconds"] for r in runs) / len(runs)
+        table.append(row)
+    return table
+
+
+def table(record: dict) -> str:
+    """`rows` as a markdown table (the mean ± half the seeds' range where there are several seeds)."""
+    def cell(row: dict, key: str) -> str:
+        if key not in row:
+            return "-"
+        value = row[key]
+        if not isinstance(value, float):
+            return str(value)
+        text = f"{value:.0f}" if key == "training s" else f"{value:.4f}" if key == "high_chroma" else f"{value:.3f}"
+        return text + (f" ± {row['± ' + key]:.3f}" if f"± {key}" in row else "")
+
+    columns = ["model", "photos", "seeds", *METRICS, "training s"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row, key) for key in columns) + " |" for row in rows(record)]
     return "\n".join(lines)
 
 

@@ -119,3 +119,16 @@ def test_a_checkpoint_of_another_stage_is_refused_and_a_regression_one_does_not_
                                                     "config": vars(config), "generator": {}})
     with pytest.raises(CheckpointError, match="head"):
         resumable_state(l1, classifier.spec, "classify", config)
+
+
+def test_every_stage_has_its_settings_and_its_builder_and_an_unknown_one_is_refused():
+    from colorlab.models import build_generator
+    from colorlab.stages import STAGE_BUILDERS, STAGE_DEFAULTS, build_stage, stage_config
+
+    assert set(STAGE_BUILDERS) == set(STAGE_DEFAULTS)
+    generator = build_generator("baseline", 32)
+    assert type(build_stage("gan", generator, stage_config("gan", 1, 0))).__name__ == "GANStage"
+    with pytest.raises(ValueError, match="unknown stage 'gann'"):
+        build_stage("gann", generator, stage_config("gan", 1, 0))
+    with pytest.raises(ValueError, match="needs an objective"):
+        build_stage("classify", generator, stage_config("classify", 1, 0))
