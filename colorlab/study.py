@@ -248,8 +248,8 @@ def rows(record: dict) -> list[dict[str, object]]:
     return table
 
 
-def table(record: dict) -> str:
-    """`rows` as a markdown table (the mean ± half the seeds' range where there are several seeds)."""
+def _cells(record: dict) -> tuple[list[str], list[list[str]]]:
+    """(columns, rows of text): `rows` with the mean ± half the seeds' range where there are several seeds."""
     def cell(row: dict, key: str) -> str:
         if key not in row:
             return "-"
@@ -260,9 +260,22 @@ def table(record: dict) -> str:
         return text + (f" ± {row['± ' + key]:.3f}" if f"± {key}" in row else "")
 
     columns = ["model", "photos", "seeds", *METRICS, "training s"]
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(row, key) for key in columns) + " |" for row in rows(record)]
-    return "\n".join(lines)
+    return columns, [[cell(row, key) for key in columns] for row in rows(record)]
+
+
+def table(record: dict) -> str:
+    """The record as a markdown table (`rows`; the mean ± half the seeds' range where there are several seeds)."""
+    columns, cells = _cells(record)
+    return "\n".join(["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+                     + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def frame(record: dict):
+    """The same table as a pandas DataFrame of text cells, indexed by model (for a notebook)."""
+    import pandas as pd
+
+    columns, cells = _cells(record)
+    return pd.DataFrame(cells, columns=columns).set_index("model")
 
 
 def _pick(metrics: dict[str, float]) -> dict[str, float]:

@@ -68,6 +68,7 @@ def test_a_study_trains_each_run_for_its_steps_measures_it_beside_grey_and_resum
     again = study.run_study(config, train, val, progress=False)
     assert again["runs"] == record["runs"] and checkpoint.stat().st_mtime_ns == stamp
     assert "| grey (ab = 0) |" in study.table(again) and "| ResNet18-UNet (L1) | 16 | 2 |" in study.table(again)
+    assert study.frame(again).loc["grey (ab = 0)", "photos"] == "-"  # the notebook's table: text cells, grey first
     study.study_figure(again)
     # another study into the same folder is refused
     with pytest.raises(ValueError, match="other settings"):
