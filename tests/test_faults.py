@@ -221,18 +221,20 @@ def test_colorize_on_a_really_full_disk_names_the_file_and_stops(full_disk, chec
 
 
 def test_colorize_that_hits_a_full_disk_names_the_file_and_stops(checkpoint, tmp_path, monkeypatch):
-    real_save = Image.Image.save
+    from colorlab import colorize
+
+    real_write_png = colorize.write_png
     calls = {"n": 0}
 
-    def save(self, fp, *args, **kwargs):
+    def write_png(pixels, file, *args, **kwargs):  # colorize's PNG writer, into the atomic temporary file
         calls["n"] += 1
         if calls["n"] == 2:  # the second output finds the disk full halfway through
-            Path(fp).write_bytes(b"\x89PNG half")
+            file.write(b"\x89PNG half")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_save(self, fp, *args, **kwargs)
+        return real_write_png(pixels, file, *args, **kwargs)
 
     inputs = _noisy_photos(tmp_path, 3)
-    monkeypatch.setattr(Image.Image, "save", save)
+    monkeypatch.setattr(colorize, "write_png", write_png)
     code, errors, stdout = _colorize_into(tmp_path / "out", checkpoint, inputs)
     _assert_stopped_cleanly(code, errors, stdout, tmp_path / "out")
     assert "colorized 1 of 2 images" in stdout and "1 inputs not attempted" in errors[0]
